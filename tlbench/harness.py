@@ -1,0 +1,315 @@
+"""The shared benchmark harness: one profiled training-like loop for any transducer loss.
+
+A benchmark script describes only its implementation (a :class:`LossImplementation`)
+and calls :func:`main`. The harness parses the shared flags, seeds, draws batches from
+the shape table, runs the steps under ``torch.profiler``, writes Chrome traces, the
+``key_averages`` table and ``summary.json`` into ``<out-dir>/<name>-<mode>/``, and prints
+one line with the average step time and peak memory.
+
+One step = build random data, joiner, loss, backward, zero grads. The loss call and its
+backward run inside ``record_function(<name>)`` (the "loss region").
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import itertools
+import math
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple
+
+from .errors import UsageError, exit_on_usage_error
+from .io import atomic_write_json, atomic_write_text
+from .measurement import StepMeasurement
+from .options import RunConfig, add_run_arguments, resolve_config
+
+# Kineto logs "gpuGetDeviceCount failed" on every profile of a CUDA build of torch on a
+# machine without a GPU; it must be silenced before torch loads kineto.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
+STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, STATUS_ERROR = "ok", "oom", "unavailable", "error"
+EXIT_CODES = {STATUS_OK: 0, STATUS_OOM: 0, STATUS_UNAVAILABLE: 0, STATUS_ERROR: 1}
+
+
+class BackendUnavailable(Exception):
+    """The implementation's library cannot be imported or cannot run on this device."""
+
+    def __init__(self, reason: str, install_hint: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.install_hint = install_hint
+
+
+@dataclass
+class Backend:
+    """The library that computes the loss, e.g. name "fast_rnnt", version "1.3"."""
+
+    name: str
+    version: str
+    module: Any = None
+
+    def label(self, implementation: str) -> str:
+        if self.name == implementation:
+            return f"{implementation} {self.version}"
+        return f"{implementation} ({self.name} {self.version})"
+
+
+@dataclass
+class LossImplementation:
+    """What is specific to one loss implementation.
+
+    Attributes:
+      name: run-folder prefix and ``record_function`` label, e.g. ``"torchaudio"``.
+      load_backend: imports the library; raises :class:`BackendUnavailable` when it can't.
+      prepare: ``(backend, batch, joiner) -> inputs``, the joiner outside the loss region.
+      loss: ``(backend, inputs, batch, joiner) -> (loss_to_backprop, reported_loss)``, run
+        inside the loss region together with ``loss_to_backprop.backward()``; both scalars.
+      supports_device: ``device -> None`` or a reason why the device is not supported.
+    """
+
+    name: str
+    load_backend: Callable[[], Backend]
+    prepare: Callable[..., Any]
+    loss: Callable[..., Tuple[Any, Any]]
+    supports_device: Callable[[str], Optional[str]] = lambda device: None
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+class _TraceWriter:
+    """``on_trace_ready`` handler: the traces tensorboard_trace_handler would write (same
+    file naming), written atomically, plus each cycle's key_averages table."""
+
+    def __init__(self, run_dir: str, device: str):
+        self.run_dir = run_dir
+        self.sort_by = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+        self.worker = f"{socket.gethostname()}_{os.getpid()}"
+        self.trace_paths: List[str] = []
+        self.tables: List[str] = []
+
+    def __call__(self, prof) -> None:
+        path = os.path.join(self.run_dir, f"{self.worker}.{time.time_ns() // 1_000_000}.pt.trace.json")
+        tmp_path = os.path.join(self.run_dir, f".tmp-{os.path.basename(path)}")
+        prof.export_chrome_trace(tmp_path)
+        os.replace(tmp_path, path)
+        self.trace_paths.append(path)
+        table = prof.key_averages(group_by_stack_n=10).table(sort_by=self.sort_by, row_limit=8)
+        self.tables.append(f"# cycle {len(self.tables) + 1}: {os.path.basename(path)}\n"
+                           f"# key_averages(group_by_stack_n=10), sorted by {self.sort_by}, 8 rows\n{table}\n")
+
+
+def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional[List[str]] = None) -> dict:
+    """Runs one implementation under the profiler and returns its summary (also written)."""
+    import torch
+    from shape_sampler import ShapeSampler, SortedShapeSampler, load_shape_info
+
+    from .data import Joiner, make_batch
+    from .trace import parse_trace
+
+    run_dir = config.run_dir(impl.name)
+    os.makedirs(run_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(run_dir, "*.pt.trace.json*")) + glob.glob(os.path.join(run_dir, "summary.json")):
+        os.remove(stale)
+    summary: dict = {
+        "implementation": impl.name,
+        "label": impl.name,
+        "backend": None,
+        "backend_version": None,
+        "status": STATUS_OK,
+        "reason": None,
+        "device": config.device,
+        "device_name": _device_name(config.device),
+        "mode": config.mode,
+        "batching": (f"sorted by T, at most {config.max_frames} frames per batch" if config.sort_utterance
+                     else f"{config.batch_size} consecutive utterances per batch"),
+        "preset": config.preset,
+        "preset_reason": config.preset_reason,
+        "schedule": {"wait": config.wait, "warmup": config.warmup, "active": config.active, "repeat": config.repeat},
+        "seed": config.seed,
+        "vocab_size": config.vocab_size,
+        "encoder_out_dim": config.encoder_out_dim,
+        "shape_info": config.shape_info,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "num_threads": torch.get_num_threads(),
+        "config": config.to_dict(),
+        "command": command or sys.argv,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": run_dir,
+    }
+    summary.update(StepMeasurement([]).to_dict())
+    summary["peak_memory_mb"] = None
+
+    def finish(status: str, reason: Optional[str] = None) -> dict:
+        summary["status"], summary["reason"] = status, reason
+        atomic_write_json(os.path.join(run_dir, "summary.json"), _finite_or_none(summary))
+        return summary
+
+    unsupported = impl.supports_device(config.device)
+    if unsupported:
+        return finish(STATUS_UNAVAILABLE, unsupported)
+    try:
+        backend = impl.load_backend()
+    except BackendUnavailable as missing:
+        hint = f" ({missing.install_hint})" if missing.install_hint else ""
+        return finish(STATUS_UNAVAILABLE, f"{missing.reason}{hint}")
+    summary.update(backend=backend.name, backend_version=backend.version, label=backend.label(impl.name))
+
+    shape_info = load_shape_info(config.shape_info)
+    sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
+               else ShapeSampler(shape_info, config.batch_size))
+    if len(sampler) == 0:
+        raise UsageError(f"--batch-size {config.batch_size} is larger than the shape table "
+                         f"({shape_info.size(0)} rows): no full batch; use a smaller --batch-size")
+    batches = list(itertools.islice(itertools.cycle(sampler), config.num_steps))
+    summary["batches_reused"] = config.num_steps > len(sampler)
+
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    joiner = Joiner(config.encoder_out_dim, config.vocab_size).to(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if config.device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        torch.cuda.reset_peak_memory_stats()
+    writer = _TraceWriter(run_dir, config.device)
+    cycle_length = config.wait + config.warmup + config.active
+    active_steps = [i for i in range(config.num_steps) if i % cycle_length >= config.wait + config.warmup]
+    reported_losses = {}
+    status, reason, current_step = STATUS_OK, None, 0
+
+    from tqdm import tqdm
+
+    # We write a trace and a key_averages table per cycle, so per-cycle clearing is intended.
+    warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle.*")
+
+    with torch.profiler.profile(
+        activities=activities,
+        schedule=torch.profiler.schedule(wait=config.wait, warmup=config.warmup, active=config.active,
+                                         repeat=config.repeat),
+        on_trace_ready=writer,
+        record_shapes=True,
+        with_stack=True,
+        profile_memory=True,
+    ) as prof:
+        progress = tqdm(batches, desc=f"{impl.name}-{config.mode}", unit="step", file=sys.stderr,
+                        dynamic_ncols=True, mininterval=1.0)
+        for current_step, shapes in enumerate(progress):
+            try:
+                batch = make_batch(shapes, config.vocab_size, config.encoder_out_dim, device)
+                inputs = impl.prepare(backend, batch, joiner)
+                with torch.profiler.record_function(impl.name):
+                    loss, reported = impl.loss(backend, inputs, batch, joiner)
+                    loss.backward()
+                joiner.zero_grad(set_to_none=True)
+                if current_step in active_steps:
+                    reported_losses[current_step] = reported.detach()
+                del batch, inputs, loss, reported
+            except Exception as error:  # one failing step ends the run with a recorded status
+                failing = {"step": current_step, "num_utterances": len(shapes),
+                           "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes)}
+                summary["failing_batch"] = failing
+                if _is_out_of_memory(error):
+                    status = STATUS_OOM
+                    reason = (f"out of memory at step {current_step} on a batch of {failing['num_utterances']} "
+                              f"utterances, T_max={failing['T_max']}, U_max={failing['U_max']}: "
+                              f"{str(error).strip().splitlines()[0][:300]}")
+                else:
+                    status = STATUS_ERROR
+                    reason = f"{type(error).__name__} at step {current_step}: {str(error).strip()[:500]}"
+                    summary["traceback"] = traceback.format_exc()[-4000:]
+                break
+            prof.step()
+        progress.close()
+
+    atomic_write_text(os.path.join(run_dir, "key_averages.txt"), "\n".join(writer.tables) or "(no completed cycle)\n")
+    memory_device = "cuda" if config.device == "cuda" else "cpu"
+    step_times, loss_times, traces, peak_bytes = [], [], [], 0
+    for path in writer.trace_paths:
+        parsed = parse_trace(path, region_name=impl.name)
+        times = [s.duration_us for s in parsed.steps]
+        step_times += times
+        loss_times += [parsed.region_us_by_step[s.step] for s in parsed.steps]
+        peak = parsed.peak_allocated_bytes.get(memory_device, 0)
+        peak_bytes = max(peak_bytes, peak)
+        traces.append({"file": os.path.basename(path), "steps": [s.step for s in parsed.steps],
+                       "avg_step_time_us": sum(times) / len(times) if times else None,
+                       "peak_memory_mb": peak / 2**20})
+    measurement = StepMeasurement(step_times, loss_times)
+    summary.update(measurement.to_dict())
+    summary["peak_memory_mb"] = peak_bytes / 2**20 if traces else None
+    summary["peak_memory_source"] = (f"max 'Total Allocated' of the {memory_device} [memory] events in the traces "
+                                     "(what TensorBoard's memory view shows)")
+    if config.device == "cuda":
+        summary["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    summary["traces"] = traces
+    summary["key_averages_file"] = "key_averages.txt"
+    summary["measured_batches"] = [{"step": i, **_shape_summary(batches[i])} for i in active_steps if i < len(batches)
+                                   and (status == STATUS_OK or i < current_step)]
+    summary["loss_values"] = [float(reported_losses[i]) for i in sorted(reported_losses)]
+    return finish(status, reason)
+
+
+def _shape_summary(shapes) -> dict:
+    return {"num_utterances": len(shapes), "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes),
+            "shapes": [list(tu) for tu in shapes]}
+
+
+def summary_line(summary: dict) -> str:
+    """The one line a run prints, e.g. ``torchaudio 2.11.0 [30, cpu]: 1234 us/step, 56.7 MB peak``."""
+    where = f"[{summary['mode']}, {summary['device']}]"
+    if summary["status"] != STATUS_OK:
+        return f"{summary['label']} {where}: {summary['status']}: {summary['reason']}"
+    return (f"{summary['label']} {where}: average step time {summary['avg_step_time_us']:.0f} us, "
+            f"loss region {summary['loss_time_us']:.0f} us, peak memory {summary['peak_memory_mb']:.1f} MB "
+            f"({len(summary['step_times_us'])} active steps) -> {summary['run_dir']}")
+
+
+def main(impl: LossImplementation, argv: Optional[List[str]] = None) -> None:
+    """Entry point of every ``benchmark_<impl>.py``."""
+    parser = argparse.ArgumentParser(description=f"Benchmark the {impl.name} transducer loss "
+                                     "(joiner + loss forward/backward under torch.profiler).")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    summary = exit_on_usage_error(lambda: run_benchmark(impl, resolve_config(args), command=[sys.argv[0], *(argv or sys.argv[1:])]))()
+    print(summary_line(summary), flush=True)
+    raise SystemExit(EXIT_CODES[summary["status"]])

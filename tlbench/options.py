@@ -1,0 +1,175 @@
+"""Command-line flags shared by every benchmark script, presets and device choice."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+from . import REPO_DIR
+from .errors import UsageError
+
+DEFAULT_SEED = 20220227
+
+
+@dataclass(frozen=True)
+class Preset:
+    batch_size: int
+    max_frames: int
+    wait: int
+    warmup: int
+    active: int
+    repeat: int
+    description: str
+
+
+PRESETS = {
+    # The published benchmark's configuration (fits a 32 GB V100).
+    "original": Preset(30, 10000, wait=10, warmup=10, active=20, repeat=2,
+                       description="published configuration: batch size 30 / max frames 10000, "
+                       "schedule wait=10 warmup=10 active=20 repeat=2"),
+    # On a 2-core CPU one step of 8 real utterances takes 3-10 s, so the published schedule
+    # (80 steps of 30 utterances) would take hours; quick keeps the method and shrinks the work.
+    "quick": Preset(2, 1000, wait=1, warmup=1, active=3, repeat=1,
+                    description="quick CPU configuration: batch size 2 / max frames 1000, "
+                    "schedule wait=1 warmup=1 active=3 repeat=1"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one benchmark run (recorded in its summary.json)."""
+
+    device: str  # "cpu" or "cuda"
+    preset: str  # "original" or "quick" (after resolving "auto")
+    preset_reason: str
+    sort_utterance: bool
+    batch_size: int
+    max_frames: int
+    shape_info: str
+    wait: int
+    warmup: int
+    active: int
+    repeat: int
+    vocab_size: int
+    encoder_out_dim: int
+    seed: int
+    out_dir: str
+
+    @property
+    def mode(self) -> str:
+        """Batching mode, also the run folder's suffix: ``30`` or ``max-frames-10000``."""
+        return f"max-frames-{self.max_frames}" if self.sort_utterance else str(self.batch_size)
+
+    @property
+    def num_steps(self) -> int:
+        return (self.wait + self.warmup + self.active) * self.repeat
+
+    def run_dir(self, name: str) -> str:
+        return os.path.join(self.out_dir, f"{name}-{self.mode}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use true or false")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool = False) -> None:
+    """Adds the flags every benchmark shares. Defaults of None mean "from the preset"."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--preset", default="auto",
+                        help="original (published configuration), quick (small CPU run) or auto "
+                        "(original on CUDA, quick on CPU)")
+    if sort_choices_both:
+        parser.add_argument("--sort-utterance", default="both",
+                            help="false: fixed batch size; true: sorted, packed by --max-frames; both (default)")
+    else:
+        parser.add_argument("--sort-utterance", type=_bool, default=False,
+                            help="false (default): fixed batch size; true: sort by T and pack up to --max-frames")
+    parser.add_argument("--batch-size", type=int, default=None, help="utterances per batch when not sorting")
+    parser.add_argument("--max-frames", type=int, default=None, help="most frames (sum of T) per sorted batch")
+    parser.add_argument("--shape-info", default=os.path.join(REPO_DIR, "shape_info.pt"),
+                        help="shape table (N, 2) of [T, U] (default: shape_info.pt in the repository)")
+    for name in ("wait", "warmup", "active", "repeat"):
+        parser.add_argument(f"--{name}", type=int, default=None, help=f"profiler schedule: {name}")
+    parser.add_argument("--vocab-size", type=int, default=500, help="V, the joiner's output size (default 500)")
+    parser.add_argument("--encoder-out-dim", type=int, default=512, help="encoder/decoder output size (default 512)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
+    parser.add_argument("--out-dir", default=os.path.join(REPO_DIR, "log"),
+                        help="where run folders go (default: log/ in the repository)")
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {requested!r} is not allowed; use auto, cpu or cuda")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    return requested
+
+
+def resolve_preset(requested: str, device: str) -> tuple:
+    if requested == "auto":
+        chosen = "original" if device == "cuda" else "quick"
+        return chosen, f"--preset auto chose {chosen} because the device is {device}"
+    if requested not in PRESETS:
+        raise UsageError(f"--preset {requested!r} is not allowed; use auto, original or quick")
+    return requested, f"--preset {requested} was requested"
+
+
+def _positive(value: Optional[int], flag: str, default: int, minimum: int = 1) -> int:
+    chosen = default if value is None else value
+    if chosen < minimum:
+        raise UsageError(f"{flag} {chosen} is not allowed; it must be >= {minimum}")
+    return chosen
+
+
+def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = None) -> RunConfig:
+    """Turns parsed flags into a validated :class:`RunConfig` (raises UsageError)."""
+    device = resolve_device(args.device)
+    preset_name, reason = resolve_preset(args.preset, device)
+    preset = PRESETS[preset_name]
+    shape_info = os.path.abspath(args.shape_info)
+    if not os.path.isfile(shape_info):
+        raise UsageError(f"--shape-info {args.shape_info!r} does not exist; pass an existing shape table file")
+    return RunConfig(
+        device=device,
+        preset=preset_name,
+        preset_reason=reason,
+        sort_utterance=args.sort_utterance if sort_utterance is None else sort_utterance,
+        batch_size=_positive(args.batch_size, "--batch-size", preset.batch_size),
+        max_frames=_positive(args.max_frames, "--max-frames", preset.max_frames),
+        shape_info=shape_info,
+        wait=_positive(args.wait, "--wait", preset.wait, minimum=0),
+        warmup=_positive(args.warmup, "--warmup", preset.warmup, minimum=0),
+        active=_positive(args.active, "--active", preset.active),
+        repeat=_positive(args.repeat, "--repeat", preset.repeat),
+        vocab_size=_positive(args.vocab_size, "--vocab-size", 500, minimum=2),
+        encoder_out_dim=_positive(args.encoder_out_dim, "--encoder-out-dim", 512),
+        seed=args.seed,
+        out_dir=os.path.abspath(args.out_dir),
+    )
+
+
+def forwarded_flags(args: argparse.Namespace) -> List[str]:
+    """The shared flags as given, to pass on to a benchmark subprocess (sort flag excluded)."""
+    flags: List[str] = ["--device", args.device, "--preset", args.preset, "--shape-info", args.shape_info,
+                        "--vocab-size", str(args.vocab_size), "--encoder-out-dim", str(args.encoder_out_dim),
+                        "--seed", str(args.seed), "--out-dir", args.out_dir]
+    for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat"):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return flags
