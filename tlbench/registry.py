@@ -1,0 +1,20 @@
+"""The benchmark scripts the whole-suite command knows, in the order it runs them."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+from . import REPO_DIR
+
+# implementation name (run-folder prefix) -> script at the repository's top level
+SCRIPTS: Dict[str, str] = {
+    "torchaudio": "benchmark_torchaudio.py",
+    "optimized_transducer": "benchmark_ot.py",
+    "k2": "benchmark_k2.py",
+    "k2_pruned": "benchmark_k2_pruned.py",
+}
+
+
+def script_path(name: str) -> str:
+    return os.path.join(REPO_DIR, SCRIPTS[name])
