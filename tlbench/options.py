@@ -144,6 +144,9 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
     shape_info = os.path.abspath(args.shape_info)
     if not os.path.isfile(shape_info):
         raise UsageError(f"--shape-info {args.shape_info!r} does not exist; pass an existing shape table file")
+    from shape_sampler import load_shape_info
+
+    load_shape_info(shape_info)  # fail on a bad table before any run folder is touched
     return RunConfig(
         device=device,
         preset=preset_name,

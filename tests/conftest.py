@@ -1,0 +1,40 @@
+"""Shared fixtures: the repository path, small shape tables, and a runner for the scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import List
+
+import pytest
+import torch
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_DIR = os.path.join(os.path.dirname(REPO_DIR), "shared", "reference")
+REFERENCE_SHAPE_INFO = os.path.join(REFERENCE_DIR, "librispeech_train_clean_100_sp_shape_info.pt")
+
+if REPO_DIR not in sys.path:
+    sys.path.insert(0, REPO_DIR)
+
+# Small enough that a CPU step takes milliseconds, and U <= 4 so that a prune range of 5
+# covers every u: then k2's pruned loss equals the full loss and all four must agree.
+TINY_SHAPES = [[12, 3], [9, 4], [15, 2], [7, 1], [11, 4], [14, 3], [8, 2], [10, 4]]
+
+
+def run_script(script: str, args: List[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs a top-level script of the repository with this interpreter."""
+    return subprocess.run([sys.executable, os.path.join(REPO_DIR, script), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_shape_info(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("shapes") / "tiny_shape_info.pt"
+    torch.save(torch.tensor(TINY_SHAPES, dtype=torch.int32), path)
+    return str(path)
+
+
+TINY_RUN_FLAGS = ["--device", "cpu", "--preset", "quick", "--batch-size", "2", "--max-frames", "30",
+                  "--wait", "1", "--warmup", "1", "--active", "2", "--repeat", "1",
+                  "--vocab-size", "40", "--encoder-out-dim", "48"]

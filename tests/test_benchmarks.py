@@ -1,0 +1,94 @@
+"""Each benchmark script, run as a subprocess on CPU with a tiny configuration."""
+
+import glob
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script
+
+SCRIPTS = {
+    "torchaudio": "benchmark_torchaudio.py",
+    "optimized_transducer": "benchmark_ot.py",
+    "k2": "benchmark_k2.py",
+    "k2_pruned": "benchmark_k2_pruned.py",
+}
+REQUIRED_KEYS = ["implementation", "backend", "backend_version", "device", "mode", "avg_step_time_us",
+                 "peak_memory_mb", "loss_time_us", "step_times_us", "status", "torch_version"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_shape_info, tmp_path_factory):
+    """Every script in both batching modes: {(name, mode): (completed process, run dir)}."""
+    out_dir = tmp_path_factory.mktemp("log")
+    results = {}
+    for name, script in SCRIPTS.items():
+        for sort, mode in (("false", "2"), ("true", "max-frames-30")):
+            process = run_script(script, [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(out_dir),
+                                          "--sort-utterance", sort])
+            results[(name, mode)] = (process, os.path.join(out_dir, f"{name}-{mode}"))
+    return results
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+@pytest.mark.parametrize("mode", ["2", "max-frames-30"])
+def test_script_writes_trace_table_and_sane_summary(tiny_runs, name, mode):
+    process, run_dir = tiny_runs[(name, mode)]
+    assert process.returncode == 0, process.stderr[-2000:]
+    traces = glob.glob(os.path.join(run_dir, "*.pt.trace.json"))
+    assert len(traces) == 1  # repeat=1: one cycle, one trace
+    table = open(os.path.join(run_dir, "key_averages.txt")).read()
+    assert "Self CPU" in table and name in table  # the record_function region appears among the top rows
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    for key in REQUIRED_KEYS:
+        assert key in summary, key
+    assert summary["status"] == "ok" and summary["implementation"] == name and summary["mode"] == mode
+    assert summary["device"] == "cpu" and summary["torch_version"] == torch.__version__
+    assert len(summary["step_times_us"]) == 2  # --active 2
+    assert summary["avg_step_time_us"] == pytest.approx(sum(summary["step_times_us"]) / 2)
+    assert 0 < summary["loss_time_us"] < summary["avg_step_time_us"]
+    assert 0 < summary["peak_memory_mb"] < 1024
+    if name.startswith("k2"):
+        assert summary["backend"] in ("k2", "fast_rnnt")
+        assert f"({summary['backend']} {summary['backend_version']})" in process.stdout
+    # the one printed line carries the same numbers
+    assert f"{summary['avg_step_time_us']:.0f} us" in process.stdout
+    # the measured batches are the sampler's batches at the active steps (steps 2 and 3)
+    assert [b["step"] for b in summary["measured_batches"]] == [2, 3]
+    assert all(list(s) in TINY_SHAPES for b in summary["measured_batches"] for s in b["shapes"])
+
+
+@pytest.mark.parametrize("mode", ["2", "max-frames-30"])
+def test_the_four_losses_agree_on_the_same_batches(tiny_runs, mode):
+    losses = {}
+    for name in SCRIPTS:
+        summary = json.load(open(os.path.join(tiny_runs[(name, mode)][1], "summary.json")))
+        losses[name] = summary["loss_values"]
+    reference = losses["torchaudio"]
+    assert len(reference) == 2 and all(math.isfinite(v) and v > 0 for v in reference)
+    for name, values in losses.items():
+        for value, expected in zip(values, reference):
+            assert abs(value - expected) <= 1e-4 * abs(expected), (name, values, reference)
+
+
+def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
+    # A run whose import fails still exits 0 with a summary saying why (here: fast_rnnt and k2 hidden).
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    for module in ("k2", "fast_rnnt"):
+        (blocker / f"{module}.py").write_text("raise ImportError('hidden by the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    import subprocess
+    import sys
+
+    process = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmark_k2.py"), *TINY_RUN_FLAGS,
+                              "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path / "log")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert process.returncode == 0, process.stderr
+    summary = json.load(open(tmp_path / "log" / "k2-2" / "summary.json"))
+    assert summary["status"] == "unavailable"
+    assert "hidden by the test" in summary["reason"] and "k2utils install k2" in summary["reason"]
+    assert "unavailable" in process.stdout
