@@ -17,8 +17,6 @@ PRUNE_RANGE = 5
 
 def compute_loss(k2, batch, joiner):
     """am: (N, T, C) float32; lm: (N, U+1, C) float32; symbols (N, U) int64; boundary (N, 4) int64."""
-    if joiner.output_linear.out_features > batch.encoder_out.size(-1):
-        raise ValueError("k2 pruned needs --vocab-size <= --encoder-out-dim (the simple loss uses am/lm as logits)")
     symbols, boundary = batch.targets.long(), batch.boundary
     simple_loss, (px_grad, py_grad) = k2.rnnt_loss_smoothed(
         lm=batch.decoder_out, am=batch.encoder_out, symbols=symbols, termination_symbol=0,
@@ -27,7 +25,7 @@ def compute_loss(k2, batch, joiner):
     # am_pruned, lm_pruned: (N, T, s_range, C)
     am_pruned, lm_pruned = k2.do_rnnt_pruning(am=batch.encoder_out, lm=batch.decoder_out, ranges=ranges)
     logits = joiner(am_pruned + lm_pruned)  # (N, T, s_range, V)
-    pruned_loss = k2.rnnt_loss_pruned(logits=logits, symbols=symbols, ranges=ranges, termination_symbol=0,
+    pruned_loss = k2.rnnt_loss_pruned(logits=logits.to(batch.logits_dtype), symbols=symbols, ranges=ranges, termination_symbol=0,
                                       boundary=boundary, reduction="sum")
     return simple_loss + pruned_loss, pruned_loss
 
@@ -37,6 +35,10 @@ IMPLEMENTATION = LossImplementation(
     load_backend=load_k2_or_fast_rnnt,
     prepare=lambda backend, batch, joiner: None,
     loss=lambda backend, _, batch, joiner: compute_loss(backend.module, batch, joiner),
+    supports_config=lambda config: (
+        f"--vocab-size {config.vocab_size} > --encoder-out-dim {config.encoder_out_dim}: the simple loss takes "
+        "encoder_out/decoder_out as its logits, so their size must cover the vocabulary; raise --encoder-out-dim"
+        if config.vocab_size > config.encoder_out_dim else None),
 )
 
 if __name__ == "__main__":

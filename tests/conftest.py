@@ -38,3 +38,8 @@ def tiny_shape_info(tmp_path_factory) -> str:
 TINY_RUN_FLAGS = ["--device", "cpu", "--preset", "quick", "--batch-size", "2", "--max-frames", "30",
                   "--wait", "1", "--warmup", "1", "--active", "2", "--repeat", "1",
                   "--vocab-size", "40", "--encoder-out-dim", "48"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "tensorboard: starts a real TensorBoard server on 127.0.0.1")
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")

@@ -27,6 +27,7 @@ class TransducerBatch:
     targets: torch.Tensor
     logit_lengths: torch.Tensor
     target_lengths: torch.Tensor
+    logits_dtype: torch.dtype = torch.float32
 
     @property
     def boundary(self) -> torch.Tensor:
@@ -44,8 +45,12 @@ class TransducerBatch:
                 "shapes": [list(tu) for tu in self.shapes]}
 
 
-def make_batch(shapes: Sequence[Tuple[int, int]], vocab_size: int, dim: int, device: torch.device) -> TransducerBatch:
-    """Draws the random tensors of one batch from torch's global (seeded) generators."""
+def make_batch(shapes: Sequence[Tuple[int, int]], vocab_size: int, dim: int, device: torch.device,
+               logits_dtype: torch.dtype = torch.float32) -> TransducerBatch:
+    """Draws the random tensors of one batch from torch's global (seeded) generators.
+
+    ``logits_dtype`` is the dtype the joiner's output is cast to before the loss.
+    """
     n = len(shapes)
     t_max = max(t for t, _ in shapes)
     u_max = max(u for _, u in shapes)
@@ -54,7 +59,8 @@ def make_batch(shapes: Sequence[Tuple[int, int]], vocab_size: int, dim: int, dev
     targets = torch.randint(1, vocab_size, (n, u_max), dtype=torch.int32, device=device)
     logit_lengths = torch.tensor([t for t, _ in shapes], dtype=torch.int32, device=device)
     target_lengths = torch.tensor([u for _, u in shapes], dtype=torch.int32, device=device)
-    return TransducerBatch(list(shapes), encoder_out, decoder_out, targets, logit_lengths, target_lengths)
+    return TransducerBatch(list(shapes), encoder_out, decoder_out, targets, logit_lengths, target_lengths,
+                           logits_dtype)
 
 
 class Joiner(torch.nn.Module):
@@ -68,14 +74,27 @@ class Joiner(torch.nn.Module):
         return self.output_linear(torch.tanh(joined))
 
 
+def rescale_frames(shape_info: torch.Tensor, subsampling_factor: int) -> torch.Tensor:
+    """Shape table ``(N, 2)`` of [T, U] at 4x subsampling -> the same at ``subsampling_factor``.
+
+    T becomes ``max(1, round(T * 4 / factor))``: the table's T counts 4x-subsampled frames,
+    so 4T approximates the 10 ms feature frames.
+    """
+    if subsampling_factor == 4:
+        return shape_info
+    rescaled = shape_info.clone()
+    rescaled[:, 0] = torch.clamp(torch.round(shape_info[:, 0].double() * 4 / subsampling_factor), min=1).to(shape_info.dtype)
+    return rescaled
+
+
 def full_logits(batch: TransducerBatch, joiner: Joiner) -> torch.Tensor:
-    """Padded 4-D logits ``(N, T_max, U_max + 1, V) float32``."""
+    """Padded 4-D logits ``(N, T_max, U_max + 1, V)`` of ``batch.logits_dtype`` (float32 by default)."""
     # (N, T, 1, C) + (N, 1, U+1, C) -> (N, T, U+1, C)
-    return joiner(batch.encoder_out.unsqueeze(2) + batch.decoder_out.unsqueeze(1))
+    return joiner(batch.encoder_out.unsqueeze(2) + batch.decoder_out.unsqueeze(1)).to(batch.logits_dtype)
 
 
 def packed_logits(batch: TransducerBatch, joiner: Joiner) -> torch.Tensor:
-    """Unpadded logits ``(sum_i T_i * (U_i + 1), V) float32``, optimized_transducer's layout.
+    """Unpadded logits ``(sum_i T_i * (U_i + 1), V)`` of ``batch.logits_dtype``, optimized_transducer's layout.
 
     Utterance i contributes its ``(T_i, U_i + 1)`` grid, flattened row-major; utterances are
     concatenated in batch order.
@@ -85,4 +104,4 @@ def packed_logits(batch: TransducerBatch, joiner: Joiner) -> torch.Tensor:
         # (T_i, 1, C) + (1, U_i+1, C) -> (T_i, U_i+1, C) -> (T_i * (U_i+1), C)
         joined = batch.encoder_out[i, :t].unsqueeze(1) + batch.decoder_out[i, : u + 1].unsqueeze(0)
         grids.append(joined.reshape(-1, joined.size(-1)))
-    return joiner(torch.cat(grids))
+    return joiner(torch.cat(grids)).to(batch.logits_dtype)

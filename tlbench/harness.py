@@ -37,8 +37,10 @@ from .options import RunConfig, add_run_arguments, resolve_config
 if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
-STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, STATUS_ERROR = "ok", "oom", "unavailable", "error"
-EXIT_CODES = {STATUS_OK: 0, STATUS_OOM: 0, STATUS_UNAVAILABLE: 0, STATUS_ERROR: 1}
+STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, STATUS_UNSUPPORTED, STATUS_ERROR = (
+    "ok", "oom", "unavailable", "unsupported", "error")
+EXIT_CODES = {STATUS_OK: 0, STATUS_OOM: 0, STATUS_UNAVAILABLE: 0, STATUS_UNSUPPORTED: 0, STATUS_ERROR: 1}
+_DTYPE_ERROR_WORDS = ("dtype", "half", "bfloat16", "float16", "scalar type", "must be float", "not implemented for")
 
 
 class BackendUnavailable(Exception):
@@ -75,6 +77,10 @@ class LossImplementation:
       loss: ``(backend, inputs, batch, joiner) -> (loss_to_backprop, reported_loss)``, run
         inside the loss region together with ``loss_to_backprop.backward()``; both scalars.
       supports_device: ``device -> None`` or a reason why the device is not supported.
+      supports_config: ``config -> None`` or why this configuration (dtype, sizes) is not
+        supported; recorded as status "unsupported" without running.
+      quick_overrides: quick-preset values replaced for this implementation (a very slow
+        one takes smaller batches), e.g. ``{"batch_size": 1}``.
     """
 
     name: str
@@ -82,6 +88,8 @@ class LossImplementation:
     prepare: Callable[..., Any]
     loss: Callable[..., Tuple[Any, Any]]
     supports_device: Callable[[str], Optional[str]] = lambda device: None
+    supports_config: Callable[[RunConfig], Optional[str]] = lambda config: None
+    quick_overrides: Optional[dict] = None
 
 
 def _device_name(device: str) -> str:
@@ -143,7 +151,7 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     import torch
     from shape_sampler import ShapeSampler, SortedShapeSampler, load_shape_info
 
-    from .data import Joiner, make_batch
+    from .data import Joiner, make_batch, rescale_frames
     from .trace import parse_trace
 
     run_dir = config.run_dir(impl.name)
@@ -167,6 +175,8 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
         "schedule": {"wait": config.wait, "warmup": config.warmup, "active": config.active, "repeat": config.repeat},
         "seed": config.seed,
         "vocab_size": config.vocab_size,
+        "dtype": config.dtype,
+        "subsampling_factor": config.subsampling_factor,
         "encoder_out_dim": config.encoder_out_dim,
         "shape_info": config.shape_info,
         "torch_version": torch.__version__,
@@ -188,6 +198,9 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     unsupported = impl.supports_device(config.device)
     if unsupported:
         return finish(STATUS_UNAVAILABLE, unsupported)
+    unsupported = impl.supports_config(config)
+    if unsupported:
+        return finish(STATUS_UNSUPPORTED, unsupported)
     try:
         backend = impl.load_backend()
     except BackendUnavailable as missing:
@@ -195,7 +208,7 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
         return finish(STATUS_UNAVAILABLE, f"{missing.reason}{hint}")
     summary.update(backend=backend.name, backend_version=backend.version, label=backend.label(impl.name))
 
-    shape_info = load_shape_info(config.shape_info)
+    shape_info = rescale_frames(load_shape_info(config.shape_info), config.subsampling_factor)
     sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
                else ShapeSampler(shape_info, config.batch_size))
     if len(sampler) == 0:
@@ -205,6 +218,7 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     summary["batches_reused"] = config.num_steps > len(sampler)
 
     device = torch.device(config.device)
+    logits_dtype = getattr(torch, config.dtype)
     torch.manual_seed(config.seed)
     joiner = Joiner(config.encoder_out_dim, config.vocab_size).to(device)
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -235,7 +249,7 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
                         dynamic_ncols=True, mininterval=1.0)
         for current_step, shapes in enumerate(progress):
             try:
-                batch = make_batch(shapes, config.vocab_size, config.encoder_out_dim, device)
+                batch = make_batch(shapes, config.vocab_size, config.encoder_out_dim, device, logits_dtype)
                 inputs = impl.prepare(backend, batch, joiner)
                 with torch.profiler.record_function(impl.name):
                     loss, reported = impl.loss(backend, inputs, batch, joiner)
@@ -252,6 +266,10 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
                     status = STATUS_OOM
                     reason = (f"out of memory at step {current_step} on a batch of {failing['num_utterances']} "
                               f"utterances, T_max={failing['T_max']}, U_max={failing['U_max']}: "
+                              f"{str(error).strip().splitlines()[0][:300]}")
+                elif config.dtype != "float32" and any(w in str(error).lower() for w in _DTYPE_ERROR_WORDS):
+                    status = STATUS_UNSUPPORTED
+                    reason = (f"{config.dtype} logits refused: {type(error).__name__}: "
                               f"{str(error).strip().splitlines()[0][:300]}")
                 else:
                     status = STATUS_ERROR
@@ -310,6 +328,8 @@ def main(impl: LossImplementation, argv: Optional[List[str]] = None) -> None:
                                      "(joiner + loss forward/backward under torch.profiler).")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    summary = exit_on_usage_error(lambda: run_benchmark(impl, resolve_config(args), command=[sys.argv[0], *(argv or sys.argv[1:])]))()
+    command = [sys.argv[0], *(argv or sys.argv[1:])]
+    summary = exit_on_usage_error(
+        lambda: run_benchmark(impl, resolve_config(args, quick_overrides=impl.quick_overrides), command=command))()
     print(summary_line(summary), flush=True)
     raise SystemExit(EXIT_CODES[summary["status"]])

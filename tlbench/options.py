@@ -57,11 +57,21 @@ class RunConfig:
     encoder_out_dim: int
     seed: int
     out_dir: str
+    dtype: str = "float32"
+    subsampling_factor: int = 4
 
     @property
     def mode(self) -> str:
-        """Batching mode, also the run folder's suffix: ``30`` or ``max-frames-10000``."""
-        return f"max-frames-{self.max_frames}" if self.sort_utterance else str(self.batch_size)
+        """Batching mode, also the run folder's suffix: ``30`` or ``max-frames-10000``, plus
+        ``-float16`` or ``-sub8`` when dtype or subsampling differ from the published float32
+        and 4x, so that such runs never overwrite the standard ones (use --out-dir to keep
+        runs with other sizes apart)."""
+        base = f"max-frames-{self.max_frames}" if self.sort_utterance else str(self.batch_size)
+        if self.dtype != "float32":
+            base += f"-{self.dtype}"
+        if self.subsampling_factor != 4:
+            base += f"-sub{self.subsampling_factor}"
+        return base
 
     @property
     def num_steps(self) -> int:
@@ -106,6 +116,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool =
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})")
     parser.add_argument("--out-dir", default=os.path.join(REPO_DIR, "log"),
                         help="where run folders go (default: log/ in the repository)")
+    parser.add_argument("--dtype", default="float32", help="logits dtype: float32 (default), float16 or bfloat16")
+    parser.add_argument("--subsampling-factor", type=int, default=4,
+                        help="encoder subsampling; the table's T (for 4x) becomes max(1, round(T * 4 / factor))")
 
 
 def resolve_device(requested: str) -> str:
@@ -136,11 +149,26 @@ def _positive(value: Optional[int], flag: str, default: int, minimum: int = 1) -
     return chosen
 
 
-def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = None) -> RunConfig:
-    """Turns parsed flags into a validated :class:`RunConfig` (raises UsageError)."""
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = None,
+                   quick_overrides: Optional[dict] = None) -> RunConfig:
+    """Turns parsed flags into a validated :class:`RunConfig` (raises UsageError).
+
+    ``quick_overrides`` replaces quick-preset values (e.g. a smaller batch for a very slow
+    implementation); flags given explicitly still win.
+    """
     device = resolve_device(args.device)
     preset_name, reason = resolve_preset(args.preset, device)
     preset = PRESETS[preset_name]
+    if preset_name == "quick" and quick_overrides:
+        preset = dataclasses.replace(preset, **quick_overrides)
+        reason += f"; this implementation's quick preset uses {quick_overrides}"
+    if args.dtype not in DTYPES:
+        raise UsageError(f"--dtype {args.dtype!r} is not allowed; use {', '.join(DTYPES)}")
+    if args.subsampling_factor not in (2, 4, 6, 8):
+        raise UsageError(f"--subsampling-factor {args.subsampling_factor} is not allowed; use 2, 4, 6 or 8")
     shape_info = os.path.abspath(args.shape_info)
     if not os.path.isfile(shape_info):
         raise UsageError(f"--shape-info {args.shape_info!r} does not exist; pass an existing shape table file")
@@ -163,6 +191,8 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         encoder_out_dim=_positive(args.encoder_out_dim, "--encoder-out-dim", 512),
         seed=args.seed,
         out_dir=os.path.abspath(args.out_dir),
+        dtype=args.dtype,
+        subsampling_factor=args.subsampling_factor,
     )
 
 
@@ -170,7 +200,8 @@ def forwarded_flags(args: argparse.Namespace) -> List[str]:
     """The shared flags as given, to pass on to a benchmark subprocess (sort flag excluded)."""
     flags: List[str] = ["--device", args.device, "--preset", args.preset, "--shape-info", args.shape_info,
                         "--vocab-size", str(args.vocab_size), "--encoder-out-dim", str(args.encoder_out_dim),
-                        "--seed", str(args.seed), "--out-dir", args.out_dir]
+                        "--seed", str(args.seed), "--out-dir", args.out_dir, "--dtype", args.dtype,
+                        "--subsampling-factor", str(args.subsampling_factor)]
     for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat"):
         value = getattr(args, name)
         if value is not None:
