@@ -36,7 +36,9 @@ How it is computed:
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import itertools
+import threading
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 
@@ -49,181 +51,274 @@ _CHUNK_ELEMENTS = 1 << 18
 _NEG_INF = float("-inf")
 
 
-def _utterance_views(
-    tensor: torch.Tensor, packed: bool, t_lens: Sequence[int], u1_lens: Sequence[int]
-) -> List[torch.Tensor]:
-    """Per utterance, the ``(T_i, U_i + 1, V)`` view of the valid cells of ``tensor``."""
-    views = []
-    offset = 0
-    for i, (t_len, u1_len) in enumerate(zip(t_lens, u1_lens)):
-        if packed:
-            size = t_len * u1_len
-            views.append(tensor[offset : offset + size].view(t_len, u1_len, tensor.size(-1)))
-            offset += size
-        else:
-            views.append(tensor[i, :t_len, :u1_len])
+def _utterance_views(tensor: torch.Tensor, packed: bool, t_lens: Sequence[int], u1_lens: Sequence[int]) -> List[torch.Tensor]:
+    """Per utterance ``i``, the view of its first ``T_i`` frames in ``tensor``: packed
+    ``(sum_i T_i (U_i + 1), ...)`` -> ``(T_i, U_i + 1, ...)``; 4-D ``(N, T, U + 1, ...)`` ->
+    ``(T_i, U + 1, ...)``, all label columns kept so that a chunk of frames is contiguous."""
+    if not packed:
+        return [tensor[i, :t_len] for i, t_len in enumerate(t_lens)]
+    views, offset = [], 0
+    for t_len, u1_len in zip(t_lens, u1_lens):
+        size = t_len * u1_len
+        views.append(tensor[offset : offset + size].view((t_len, u1_len) + tuple(tensor.shape[1:])))
+        offset += size
     return views
 
 
-def _chunks(t_len: int, u1_len: int, vocab: int):
-    rows = max(1, _CHUNK_ELEMENTS // max(1, u1_len * vocab))
-    for start in range(0, t_len, rows):
-        yield start, min(t_len, start + rows)
+def _chunk_elements(device: torch.device) -> int:
+    # CPU: a chunk of float32 logits fits in a core's L2 cache. Elsewhere: fewer, larger kernels.
+    return _CHUNK_ELEMENTS if device.type == "cpu" else 64 * _CHUNK_ELEMENTS
+
+
+def _tasks(t_lens: Sequence[int], width: Sequence[int], vocab: int, chunk: int) -> List[Tuple[int, int, int]]:
+    """``(i, t0, t1)``: frames ``t0:t1`` of utterance ``i``, about ``chunk`` logits per task."""
+    tasks = []
+    for i, (t_len, w) in enumerate(zip(t_lens, width)):
+        rows = max(1, chunk // max(1, w * vocab))
+        tasks.extend((i, t0, min(t_len, t0 + rows)) for t0 in range(0, t_len, rows))
+    return tasks
+
+
+def _run(work: Callable, tasks: Sequence, buffers: Sequence) -> None:
+    """Calls ``work(task, buffers[k])`` for every task, ``k`` being the worker.
+
+    On CPU with ``torch.get_num_threads() > 1``, that many Python threads take tasks from a
+    shared counter, each running single-threaded kernels: when other processes compete for the
+    cores, a worker that gets less CPU time simply takes fewer tasks, where the static split of
+    intra-op threads would make every kernel wait for its slowest thread. Workers must not
+    allocate (the profiler's memory view covers the calling thread only): ``buffers`` are
+    allocated here, by the caller.
+    """
+    if len(buffers) <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            work(task, buffers[0])
+        return
+    counter = itertools.count()
+    errors: List[BaseException] = []
+    ready = threading.Barrier(len(buffers))
+
+    def worker(buffer):
+        try:
+            torch.set_num_threads(1)
+            ready.wait()
+            with torch.no_grad():
+                for k in counter:
+                    if k >= len(tasks) or errors:
+                        break
+                    work(tasks[k], buffer)
+        except BaseException as error:  # re-raised in the calling thread
+            errors.append(error)
+            ready.abort()
+
+    threads_before = torch.get_num_threads()
+    threads = [threading.Thread(target=worker, args=(b,), daemon=True) for b in buffers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        torch.set_num_threads(threads_before)  # set_num_threads(1) in a worker is process-wide
+    if errors:
+        raise errors[0]
+
+
+def _num_workers(device: torch.device) -> int:
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
 class _BlankLabelLogProbs(torch.autograd.Function):
-    """logits -> (blank log-prob, next-label log-prob), each ``(N, T, U + 1)``.
+    """logits -> log-probabilities of blank and of the next label at every cell.
 
     Forward args:
-      logits: 4-D ``(N, T, U + 1, V)`` or packed ``(sum_i T_i (U_i + 1), V)``, float32/float64.
-      labels: ``(N, U + 1)`` int64; ``labels[i, u]`` is the label emitted from column ``u``
-        (the blank index where there is none, ``u >= U_i``).
+      logits: 4-D ``(N, T, U + 1, V)`` or packed ``(C, V)`` with ``C = sum_i T_i (U_i + 1)``;
+        float32 or float64.
+      index: ``(N, U + 1, 2)`` int64; ``index[i, u] = (blank, label emitted from column u)``
+        (the label is ``blank`` where there is none, ``u >= U_i``).
       t_lens, u1_lens: Python lists of ``T_i`` and ``U_i + 1``.
-      grid: ``(T, U + 1)`` of the output tensors.
       packed: the layout of ``logits``.
-      blank: the blank index.
 
-    Returns two ``(N, T, U + 1)`` tensors of the logits' dtype; cells outside utterance ``i``'s
-    ``(T_i, U_i + 1)`` grid are 0.
+    Returns ``(N, T, U + 1, 2)`` (4-D; 0 outside utterance ``i``'s ``(T_i, U_i + 1)`` grid) or
+    ``(C, 2)`` (packed) of the logits' dtype: ``[..., 0]`` blank, ``[..., 1]`` label.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, t_lens, u1_lens, grid, packed, blank):
-        n = len(t_lens)
+    def forward(ctx, logits, index, t_lens, u1_lens, packed):
         vocab = logits.size(-1)
-        blank_lp = logits.new_zeros((n,) + tuple(grid))
-        label_lp = logits.new_zeros((n,) + tuple(grid))
-        with torch.no_grad():
-            for i, view in enumerate(_utterance_views(logits, packed, t_lens, u1_lens)):
-                u1_len = u1_lens[i]
-                index = labels[i, :u1_len].view(1, u1_len, 1)
-                for t0, t1 in _chunks(t_lens[i], u1_len, vocab):
-                    log_probs = torch.log_softmax(view[t0:t1], dim=-1)
-                    blank_lp[i, t0:t1, :u1_len] = log_probs[..., blank]
-                    label_lp[i, t0:t1, :u1_len] = log_probs.gather(-1, index.expand(t1 - t0, u1_len, 1)).squeeze(-1)
-        ctx.save_for_backward(logits, labels)
-        ctx.layout = (list(t_lens), list(u1_lens), packed, blank)
-        return blank_lp, label_lp
+        if packed:
+            log_probs = logits.new_empty((logits.size(0), 2))
+        else:
+            log_probs = logits.new_zeros(tuple(logits.shape[:3]) + (2,))
+        xs = _utterance_views(logits, packed, t_lens, u1_lens)
+        outs = _utterance_views(log_probs, packed, t_lens, u1_lens)
+        widths = [x.size(1) for x in xs]  # 4-D: padded label columns come along, so a chunk is contiguous
+        tasks = _tasks(t_lens, widths, vocab, _chunk_elements(logits.device))
+
+        def work(task, buffer):
+            i, t0, t1 = task
+            u1_len, width = u1_lens[i], widths[i]
+            chunk = buffer[: (t1 - t0) * width * vocab].view(t1 - t0, width, vocab)
+            torch.ops.aten._log_softmax.out(xs[i][t0:t1], -1, False, out=chunk)
+            index_chunk = index[i, :u1_len].expand(t1 - t0, u1_len, 2)
+            torch.gather(chunk[:, :u1_len], -1, index_chunk, out=outs[i][t0:t1, :u1_len])
+
+        largest = max(((t1 - t0) * widths[i] * vocab for i, t0, t1 in tasks), default=0)
+        buffers = [logits.new_empty(largest) for _ in range(min(_num_workers(logits.device), max(1, len(tasks))))]
+        _run(work, tasks, buffers)
+        del buffers
+        ctx.save_for_backward(logits, index)
+        ctx.layout = (t_lens, u1_lens, packed)
+        return log_probs
 
     @staticmethod
-    def backward(ctx, grad_blank, grad_label):
-        logits, labels = ctx.saved_tensors
-        t_lens, u1_lens, packed, blank = ctx.layout
+    def backward(ctx, grad_log_probs):
+        logits, index = ctx.saved_tensors
+        t_lens, u1_lens, packed = ctx.layout
         vocab = logits.size(-1)
-        if grad_blank is None:
-            grad_blank = torch.zeros_like(grad_label)
-        if grad_label is None:
-            grad_label = torch.zeros_like(grad_blank)
-        grad_blank = grad_blank.to(logits.dtype)
-        grad_label = grad_label.to(logits.dtype)
-        weight = -(grad_blank + grad_label)
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        if not packed:
-            for i, (t_len, u1_len) in enumerate(zip(t_lens, u1_lens)):
-                grad[i, t_len:].zero_()
-                grad[i, :t_len, u1_len:].zero_()
-        with torch.no_grad():
-            views = zip(
-                _utterance_views(logits, packed, t_lens, u1_lens), _utterance_views(grad, packed, t_lens, u1_lens)
-            )
-            for i, (x, g) in enumerate(views):
-                u1_len = u1_lens[i]
-                index = labels[i, :u1_len].view(1, u1_len, 1)
-                for t0, t1 in _chunks(t_lens[i], u1_len, vocab):
-                    probs = torch.softmax(x[t0:t1], dim=-1)
-                    out = g[t0:t1]
-                    torch.mul(probs, weight[i, t0:t1, :u1_len].unsqueeze(-1), out=out)
-                    out[..., blank] += grad_blank[i, t0:t1, :u1_len]
-                    out.scatter_add_(-1, index.expand(t1 - t0, u1_len, 1), grad_label[i, t0:t1, :u1_len].unsqueeze(-1))
-        return grad, None, None, None, None, None, None
+        grad_log_probs = grad_log_probs.to(logits.dtype)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        xs = _utterance_views(logits, packed, t_lens, u1_lens)
+        gs = _utterance_views(grad, packed, t_lens, u1_lens)
+        grad_lps = _utterance_views(grad_log_probs, packed, t_lens, u1_lens)
+        widths = [x.size(1) for x in xs]
+        tasks = _tasks(t_lens, widths, vocab, _chunk_elements(logits.device))
+        if not packed:  # frames beyond T_i: zero gradient
+            pads = [grad[i, t_len:] for i, t_len in enumerate(t_lens)]
+            pad_rows = [p.size(0) for p in pads]
+            tasks += [(-1 - i, t0, t1) for i, t0, t1 in _tasks(pad_rows, [logits.size(2)] * len(pads), vocab, 4 * _chunk_elements(logits.device))]
 
+        def work(task, weight):
+            i, t0, t1 = task
+            if i < 0:
+                pads[-1 - i][t0:t1].zero_()
+                return
+            # d loss / d logits = softmax * -(g_blank + g_label) + g_blank at blank + g_label at label
+            u1_len = u1_lens[i]
+            out = gs[i][t0:t1]
+            torch.ops.aten._softmax.out(xs[i][t0:t1], -1, False, out=out)
+            if u1_len < widths[i]:
+                out[:, u1_len:].zero_()
+                out = out[:, :u1_len]
+            grad_chunk = grad_lps[i][t0:t1, :u1_len]
+            w = weight[: (t1 - t0) * u1_len].view(t1 - t0, u1_len, 1)
+            torch.sum(grad_chunk, -1, keepdim=True, out=w)
+            out.mul_(w.neg_())
+            out.scatter_add_(-1, index[i, :u1_len].expand(t1 - t0, u1_len, 2), grad_chunk)
 
-def _logcumsumexp_reversed(x: torch.Tensor) -> torch.Tensor:
-    """``out[..., t] = logsumexp(x[..., t:])``."""
-    return torch.logcumsumexp(x.flip(-1), dim=-1).flip(-1)
+        largest = max(((t1 - t0) * u1_lens[i] for i, t0, t1 in tasks if i >= 0), default=0)
+        weights = [logits.new_empty(largest) for _ in range(min(_num_workers(logits.device), max(1, len(tasks))))]
+        _run(work, tasks, weights)
+        return grad, None, None, None, None
 
 
 class _TransducerLogZ(torch.autograd.Function):
-    """(blank log-probs, label log-probs) -> log of the total probability of all alignments.
+    """(blank, label) log-probs -> log of the total probability of all alignments.
 
     Forward args:
-      blank_lp, label_lp: ``(N, T, U + 1)`` float64.
-      t_lens, u_lens: ``(N,)`` int64 tensors of ``T_i >= 1`` and ``U_i >= 0`` (on the same device).
+      log_probs: the output of :class:`_BlankLabelLogProbs`: ``(N, T, U + 1, 2)``, or ``(C, 2)``
+        with ``cells`` given; float32 or float64 (the recursion runs in float64).
+      cells: None, or ``(C,)`` int64: where each packed cell lies in the flattened
+        ``(N, T, U + 1)`` grid.
+      grid: ``(N, T, U + 1)``.
+      t_lens, u_lens: ``(N,)`` int64 tensors of ``T_i >= 1`` and ``U_i >= 0``.
       one_sym_per_frame: the modified transducer instead of the standard one.
 
     Returns ``(N,)`` float64 ``log Z_i`` (``-inf`` where no alignment exists).
+
+    Internally every ``(N, T, U + 1)`` quantity is stored column-major, ``(N, U + 1, T)``, so
+    that a label column is contiguous. ``blank[t, u]`` may be garbage (finite) outside the
+    grid of an utterance: no cell of the grid depends on it. ``label[t, u]`` is ``-inf`` for
+    ``u >= U_i`` or ``t >= T_i`` (no such transition), which also keeps beta at ``-inf`` there.
     """
 
     @staticmethod
-    def forward(ctx, blank_lp, label_lp, t_lens, u_lens, one_sym_per_frame):
-        n, t_max, u1_max = blank_lp.shape
-        device = blank_lp.device
-        # Column-major layout (N, U + 1, T): a label column is contiguous.
-        blank_cols = blank_lp.transpose(1, 2).contiguous()
+    def forward(ctx, log_probs, cells, grid, t_lens, u_lens, one_sym_per_frame):
+        n, t_max, u1_max = grid
+        device = log_probs.device
+        if cells is None:
+            padded = log_probs.to(torch.float64)
+        else:
+            padded = log_probs.new_zeros((n * t_max * u1_max, 2), dtype=torch.float64)
+            padded[cells] = log_probs.to(torch.float64)
+        padded = padded.view(n, t_max, u1_max, 2).permute(3, 0, 2, 1)
+        blank = padded[0].contiguous()
         t_range = torch.arange(t_max, device=device)
         u_range = torch.arange(u1_max, device=device)
         label_ok = (u_range.view(1, -1, 1) < u_lens.view(-1, 1, 1)) & (t_range.view(1, 1, -1) < t_lens.view(-1, 1, 1))
-        label_cols = label_lp.transpose(1, 2).masked_fill(~label_ok, _NEG_INF)
-        prefix = blank_cols.cumsum(-1) - blank_cols  # D: exclusive prefix sums over t
+        label = padded[1].masked_fill(~label_ok, _NEG_INF)
+        del padded
+        prefix = blank.cumsum(-1).sub_(blank)  # D[u, t] = sum_{j < t} blank[j, u]
+
+        # alpha[:, u] = D[:, u] + logcumsumexp(c - D[:, u]), c[t] = alpha[t, u - 1] + label[t, u - 1]
+        # (modified: c[t] = alpha[t - 1, u - 1] + label[t - 1, u - 1]); column 0: alpha = D.
+        alpha = torch.empty_like(blank)
+        alpha[:, 0] = prefix[:, 0]
+        c = torch.full((n, t_max), _NEG_INF, dtype=blank.dtype, device=device)
+        shift = 1 if one_sym_per_frame else 0
+        step = label[:, :-1, : t_max - shift] - prefix[:, 1:, shift:]  # label[u - 1] - D[u], aligned
+        for u in range(1, u1_max):
+            torch.add(alpha[:, u - 1, : t_max - shift], step[:, u - 1], out=c[:, shift:])
+            column = alpha[:, u]
+            torch.logcumsumexp(c, -1, out=column)
+            column.add_(prefix[:, u])
         batch = torch.arange(n, device=device)
         last_t = t_lens - 1
-        final_blank = blank_cols[batch, u_lens, last_t]
-
-        alpha = torch.empty_like(blank_cols)
-        none = torch.full((n, 1), _NEG_INF, dtype=blank_cols.dtype, device=device)
-        start = torch.full((n, t_max), _NEG_INF, dtype=blank_cols.dtype, device=device)
-        start[:, 0] = 0.0
-        for u in range(u1_max):
-            if u == 0:
-                c = start
-            else:
-                c = alpha[:, u - 1] + label_cols[:, u - 1]
-                if one_sym_per_frame:
-                    c = torch.cat([none, c[:, :-1]], dim=1)  # label at t-1 -> frame t
-            d = prefix[:, u]
-            alpha[:, u] = torch.logcumsumexp(c - d, dim=-1) + d
-        log_z = alpha[batch, u_lens, last_t] + final_blank
-        ctx.save_for_backward(alpha, blank_cols, label_cols, prefix, t_lens, u_lens, log_z)
-        ctx.one_sym_per_frame = one_sym_per_frame
+        log_z = alpha[batch, u_lens, last_t] + blank[batch, u_lens, last_t]
+        ctx.save_for_backward(alpha, blank, label, prefix, cells, t_lens, u_lens, log_z)
+        ctx.info = (one_sym_per_frame, log_probs.dtype, sorted(set(u_lens.tolist())))
         return log_z
 
     @staticmethod
     def backward(ctx, grad_log_z):
-        alpha, blank_cols, label_cols, prefix, t_lens, u_lens, log_z = ctx.saved_tensors
-        one_sym = ctx.one_sym_per_frame
+        alpha, blank, label, prefix, cells, t_lens, u_lens, log_z = ctx.saved_tensors
+        one_sym, dtype, final_columns = ctx.info
         n, u1_max, t_max = alpha.shape
         device = alpha.device
         batch = torch.arange(n, device=device)
         last_t = t_lens - 1
-        # The final blank, as a source term of the beta recursion at (T_i - 1, U_i).
+        # The final blank at (T_i - 1, U_i), as a source term of the beta recursion.
         final = torch.full_like(alpha, _NEG_INF)
-        final[batch, u_lens, last_t] = blank_cols[batch, u_lens, last_t]
+        final[batch, u_lens, last_t] = blank[batch, u_lens, last_t]
 
-        beta = torch.empty_like(alpha)
-        none = torch.full((n, 1), _NEG_INF, dtype=alpha.dtype, device=device)
+        # beta[:, u] = -D[:, u] + (logsumexp over k >= t of (c + D[:, u])[k]), c[k] =
+        # max(label[k, u] + beta[k, u + 1], final[k, u]) (modified: beta[k + 1, u + 1]).
+        # Run in reversed time, so that the suffix sums are prefix sums (logcumsumexp).
+        shift = 1 if one_sym else 0
+        prefix_r = prefix.flip(-1)
+        step_r = (label + prefix).flip(-1)
+        final_r = (final + prefix).flip(-1)
+        beta_r = torch.empty_like(alpha)
+        c = torch.full((n, t_max), _NEG_INF, dtype=alpha.dtype, device=device)
         for u in range(u1_max - 1, -1, -1):
             if u == u1_max - 1:
-                c = final[:, u]
+                c.copy_(final_r[:, u])
             else:
-                nxt = beta[:, u + 1]
-                if one_sym:
-                    nxt = torch.cat([nxt[:, 1:], none], dim=1)  # label at t -> frame t + 1
-                c = torch.maximum(label_cols[:, u] + nxt, final[:, u])
-            d = prefix[:, u]
-            beta[:, u] = _logcumsumexp_reversed(c + d) - d
+                c[:, :shift] = _NEG_INF  # modified: no label from the last frame
+                torch.add(step_r[:, u, shift:], beta_r[:, u + 1, : t_max - shift], out=c[:, shift:])
+                if u in final_columns:
+                    torch.maximum(c, final_r[:, u], out=c)
+            column = beta_r[:, u]
+            torch.logcumsumexp(c, -1, out=column)
+            column.sub_(prefix_r[:, u])
+        beta = beta_r.flip(-1)
+        del prefix_r, step_r, final_r, beta_r
 
-        # Occupancies of the blank and label transitions out of each cell.
-        beta_next_t = torch.cat([beta[:, :, 1:], torch.full_like(beta[:, :, :1], _NEG_INF)], dim=2)
-        blank_score = torch.maximum(blank_cols + beta_next_t, final)
-        label_next = torch.cat([beta[:, 1:], torch.full_like(beta[:, :1], _NEG_INF)], dim=1)
-        if one_sym:
-            label_next = torch.cat([label_next[:, :, 1:], torch.full_like(label_next[:, :, :1], _NEG_INF)], dim=2)
+        # Occupancy of each transition = exp(alpha + its log-prob + beta of its target - log Z).
         feasible = torch.isfinite(log_z)
         scale = torch.where(feasible, grad_log_z, torch.zeros_like(grad_log_z)).view(n, 1, 1)
         norm = torch.where(feasible, log_z, torch.zeros_like(log_z)).view(n, 1, 1)
-        grad_blank = torch.exp(alpha + blank_score - norm).mul_(scale)
-        grad_label = torch.exp(alpha + label_cols + label_next - norm).mul_(scale)
-        return grad_blank.transpose(1, 2), grad_label.transpose(1, 2), None, None, None
+        alpha = alpha - norm
+        none = torch.full((n, 1, 1), _NEG_INF, dtype=alpha.dtype, device=device)
+        grad = torch.empty((n, t_max, u1_max, 2), dtype=torch.float64, device=device)
+        after_blank = torch.cat([beta[:, :, 1:], none.expand(n, u1_max, 1)], dim=2)
+        grad[..., 0] = torch.maximum(blank + after_blank, final).add_(alpha).exp_().mul_(scale).transpose(1, 2)
+        after_label = torch.cat([beta[:, 1:], none.expand(n, 1, t_max)], dim=1)
+        if one_sym:
+            after_label = torch.cat([after_label[:, :, 1:], none.expand(n, u1_max, 1)], dim=2)
+        grad[..., 1] = (label + after_label).add_(alpha).exp_().mul_(scale).transpose(1, 2)
+        if cells is not None:
+            grad = grad.view(-1, 2)[cells]
+        return grad.to(dtype), None, None, None, None, None
 
 
 def _check_reduction(reduction: str) -> None:
@@ -280,20 +375,26 @@ def _loss(
         grid = (logits.size(1), logits.size(2))
     device = logits.device
 
-    # labels[i, u]: the label emitted from column u (blank where u >= U_i, never used).
-    labels = torch.full((n, grid[1]), blank, dtype=torch.int64, device=device)
+    # index[i, u] = (blank, the label emitted from column u); blank where u >= U_i (never used).
+    index = torch.full((n, grid[1], 2), blank, dtype=torch.int64, device=device)
     width = min(targets.size(1), grid[1])
     if width > 0:
-        u_range = torch.arange(width, device=device)
-        real = u_range.view(1, -1) < target_lengths.to(device).view(-1, 1)
-        labels[:, :width] = torch.where(real, targets[:, :width].to(device, torch.int64), blank)
+        real = torch.arange(width, device=device).view(1, -1) < target_lengths.to(device).view(-1, 1)
+        labels = torch.where(real, targets[:, :width].to(device, torch.int64), blank)
         if bool(((labels < 0) | (labels >= vocab)).any()):
             raise ValueError(f"targets contain a label outside [0, {vocab})")
+        index[:, :width, 1] = labels
 
-    blank_lp, label_lp = _BlankLabelLogProbs.apply(logits, labels, t_list, u1_list, grid, packed, blank)
     t_lens = torch.tensor(t_list, dtype=torch.int64, device=device)
     u_lens = torch.tensor(u_list, dtype=torch.int64, device=device)
-    log_z = _TransducerLogZ.apply(blank_lp.double(), label_lp.double(), t_lens, u_lens, bool(one_sym_per_frame))
+    cells = None
+    if packed:  # position of every packed cell in the flattened (N, T, U + 1) grid
+        rows = [i * grid[0] + torch.arange(t, device=device) for i, t in enumerate(t_list)]
+        cells = torch.cat(
+            [(r.view(-1, 1) * grid[1] + torch.arange(u1, device=device)).view(-1) for r, u1 in zip(rows, u1_list)]
+        )
+    log_probs = _BlankLabelLogProbs.apply(logits, index, t_list, u1_list, packed)
+    log_z = _TransducerLogZ.apply(log_probs, cells, (n,) + grid, t_lens, u_lens, bool(one_sym_per_frame))
     losses = (-log_z).to(logits.dtype)
     return _reduce(losses, reduction)
 
