@@ -79,6 +79,12 @@ class LossImplementation:
       supports_device: ``device -> None`` or a reason why the device is not supported.
       supports_config: ``config -> None`` or why this configuration (dtype, sizes) is not
         supported; recorded as status "unsupported" without running.
+      hide_inner_ops: run the loss call with record_function callbacks off, so that the
+        trace shows the loss region but not the ops inside it. For an implementation that
+        issues hundreds of tiny torch ops per lattice cell, recording them costs gigabytes
+        and several times the loss's own run time.
+      warm_up: ``(backend, device) -> None``, run once before profiling (e.g. to trigger a
+        JIT compilation that would otherwise land in a measured step).
       quick_overrides: quick-preset values replaced for this implementation (a very slow
         one takes smaller batches), e.g. ``{"batch_size": 1}``.
     """
@@ -89,6 +95,8 @@ class LossImplementation:
     loss: Callable[..., Tuple[Any, Any]]
     supports_device: Callable[[str], Optional[str]] = lambda device: None
     supports_config: Callable[[RunConfig], Optional[str]] = lambda config: None
+    warm_up: Optional[Callable[[Backend, Any], None]] = None
+    hide_inner_ops: bool = False
     quick_overrides: Optional[dict] = None
 
 
@@ -177,6 +185,8 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
         "vocab_size": config.vocab_size,
         "dtype": config.dtype,
         "subsampling_factor": config.subsampling_factor,
+        "max_utterance_frames": config.max_utterance_frames,
+        "inner_ops_hidden": impl.hide_inner_ops,
         "encoder_out_dim": config.encoder_out_dim,
         "shape_info": config.shape_info,
         "torch_version": torch.__version__,
@@ -209,6 +219,11 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     summary.update(backend=backend.name, backend_version=backend.version, label=backend.label(impl.name))
 
     shape_info = rescale_frames(load_shape_info(config.shape_info), config.subsampling_factor)
+    if config.max_utterance_frames is not None:
+        shape_info = shape_info[shape_info[:, 0] <= config.max_utterance_frames]
+        if shape_info.size(0) == 0:
+            raise UsageError(f"--max-utterance-frames {config.max_utterance_frames} leaves no utterance in "
+                             f"{config.shape_info}; use a larger value")
     sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
                else ShapeSampler(shape_info, config.batch_size))
     if len(sampler) == 0:
@@ -221,6 +236,8 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     logits_dtype = getattr(torch, config.dtype)
     torch.manual_seed(config.seed)
     joiner = Joiner(config.encoder_out_dim, config.vocab_size).to(device)
+    if impl.warm_up is not None:
+        impl.warm_up(backend, device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if config.device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -252,8 +269,13 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
                 batch = make_batch(shapes, config.vocab_size, config.encoder_out_dim, device, logits_dtype)
                 inputs = impl.prepare(backend, batch, joiner)
                 with torch.profiler.record_function(impl.name):
-                    loss, reported = impl.loss(backend, inputs, batch, joiner)
-                    loss.backward()
+                    if impl.hide_inner_ops:
+                        torch._C._autograd._enable_record_function(False)
+                    try:
+                        loss, reported = impl.loss(backend, inputs, batch, joiner)
+                        loss.backward()
+                    finally:
+                        torch._C._autograd._enable_record_function(True)
                 joiner.zero_grad(set_to_none=True)
                 if current_step in active_steps:
                     reported_losses[current_step] = reported.detach()

@@ -8,6 +8,12 @@ import tempfile
 from typing import Any
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -15,6 +21,7 @@ def atomic_write_text(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp_path, _umask_mode())  # mkstemp creates 0600; results are for everyone to read
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
@@ -35,6 +42,7 @@ def atomic_save_tensor(path: str, tensor: Any) -> None:
     os.close(fd)
     try:
         torch.save(tensor, tmp_path)
+        os.chmod(tmp_path, _umask_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

@@ -32,8 +32,8 @@ PRESETS = {
                        "schedule wait=10 warmup=10 active=20 repeat=2"),
     # On a 2-core CPU one step of 8 real utterances takes 3-10 s, so the published schedule
     # (80 steps of 30 utterances) would take hours; quick keeps the method and shrinks the work.
-    "quick": Preset(2, 1000, wait=1, warmup=1, active=3, repeat=1,
-                    description="quick CPU configuration: batch size 2 / max frames 1000, "
+    "quick": Preset(1, 1000, wait=1, warmup=1, active=3, repeat=1,
+                    description="quick CPU configuration: batch size 1 / max frames 1000, "
                     "schedule wait=1 warmup=1 active=3 repeat=1"),
 }
 
@@ -59,18 +59,21 @@ class RunConfig:
     out_dir: str
     dtype: str = "float32"
     subsampling_factor: int = 4
+    max_utterance_frames: Optional[int] = None
 
     @property
     def mode(self) -> str:
         """Batching mode, also the run folder's suffix: ``30`` or ``max-frames-10000``, plus
-        ``-float16`` or ``-sub8`` when dtype or subsampling differ from the published float32
-        and 4x, so that such runs never overwrite the standard ones (use --out-dir to keep
+        ``-float16``, ``-sub8`` or ``-tmax100`` when dtype, subsampling or the utterance-length
+        cap differ from the published float32, 4x and none, so that such runs never overwrite the standard ones (use --out-dir to keep
         runs with other sizes apart)."""
         base = f"max-frames-{self.max_frames}" if self.sort_utterance else str(self.batch_size)
         if self.dtype != "float32":
             base += f"-{self.dtype}"
         if self.subsampling_factor != 4:
             base += f"-sub{self.subsampling_factor}"
+        if self.max_utterance_frames is not None:
+            base += f"-tmax{self.max_utterance_frames}"
         return base
 
     @property
@@ -117,6 +120,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool =
     parser.add_argument("--out-dir", default=os.path.join(REPO_DIR, "log"),
                         help="where run folders go (default: log/ in the repository)")
     parser.add_argument("--dtype", default="float32", help="logits dtype: float32 (default), float16 or bfloat16")
+    parser.add_argument("--max-utterance-frames", type=int, default=None,
+                        help="drop utterances with T above this before batching (default: keep all)")
     parser.add_argument("--subsampling-factor", type=int, default=4,
                         help="encoder subsampling; the table's T (for 4x) becomes max(1, round(T * 4 / factor))")
 
@@ -163,8 +168,11 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
     preset_name, reason = resolve_preset(args.preset, device)
     preset = PRESETS[preset_name]
     if preset_name == "quick" and quick_overrides:
-        preset = dataclasses.replace(preset, **quick_overrides)
+        preset = dataclasses.replace(preset, **{k: v for k, v in quick_overrides.items() if hasattr(preset, k)})
         reason += f"; this implementation's quick preset uses {quick_overrides}"
+    max_utterance_frames = args.max_utterance_frames
+    if max_utterance_frames is None and preset_name == "quick" and quick_overrides:
+        max_utterance_frames = quick_overrides.get("max_utterance_frames")
     if args.dtype not in DTYPES:
         raise UsageError(f"--dtype {args.dtype!r} is not allowed; use {', '.join(DTYPES)}")
     if args.subsampling_factor not in (2, 4, 6, 8):
@@ -193,6 +201,8 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         out_dir=os.path.abspath(args.out_dir),
         dtype=args.dtype,
         subsampling_factor=args.subsampling_factor,
+        max_utterance_frames=(None if max_utterance_frames is None
+                              else _positive(max_utterance_frames, "--max-utterance-frames", 1)),
     )
 
 
@@ -202,7 +212,7 @@ def forwarded_flags(args: argparse.Namespace) -> List[str]:
                         "--vocab-size", str(args.vocab_size), "--encoder-out-dim", str(args.encoder_out_dim),
                         "--seed", str(args.seed), "--out-dir", args.out_dir, "--dtype", args.dtype,
                         "--subsampling-factor", str(args.subsampling_factor)]
-    for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat"):
+    for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat", "max_utterance_frames"):
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]

@@ -13,6 +13,11 @@ SCRIPTS: Dict[str, str] = {
     "optimized_transducer": "benchmark_ot.py",
     "k2": "benchmark_k2.py",
     "k2_pruned": "benchmark_k2_pruned.py",
+    "warprnnt_numba": "benchmark_warprnnt_numba.py",
+    "warp_transducer": "benchmark_warp_transducer.py",
+    "warp_rnnt": "benchmark_warp_rnnt.py",
+    "speechbrain": "benchmark_speechbrain.py",
+    "reference": "benchmark_reference.py",
 }
 
 
