@@ -97,6 +97,22 @@ build_sdist() {  # $1 = import name, $2 = pip requirement, $3 = env var prefix (
 build_sdist optimized_transducer "optimized_transducer==1.4" OT
 build_sdist fast_rnnt "fast_rnnt==1.3" FT
 
+# --- warp_rnnt: CUDA-only, so built only for a CUDA setup ---------------------------------
+if [ "$cuda_build" = ON ]; then
+  if "$py" -c "import warp_rnnt" >/dev/null 2>&1; then
+    say "warp_rnnt already built"
+  else
+    say "building warp_rnnt from source (CUDA)"
+    if "$py" -m pip install --no-build-isolation --no-cache-dir warp_rnnt >"$log_dir/build-warp_rnnt.log" 2>&1; then
+      say "warp_rnnt built"
+    else
+      say "building warp_rnnt failed (log: $log_dir/build-warp_rnnt.log); its benchmark will report 'unavailable'" >&2
+    fi
+  fi
+else
+  say "warp_rnnt skipped: it is CUDA-only and this setup is a CPU build"
+fi
+
 # --- the real k2, when k2's wheel pages can be reached ------------------------------------
 if "$py" -c "import k2" >/dev/null 2>&1; then
   say "k2 already installed"

@@ -92,3 +92,62 @@ def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
     assert summary["status"] == "unavailable"
     assert "hidden by the test" in summary["reason"] and "k2utils install k2" in summary["reason"]
     assert "unavailable" in process.stdout
+
+
+MORE_SCRIPTS = {
+    "warprnnt_numba": "benchmark_warprnnt_numba.py",
+    "reference": "benchmark_reference.py",
+    "warp_rnnt": "benchmark_warp_rnnt.py",
+    "warp_transducer": "benchmark_warp_transducer.py",
+    "speechbrain": "benchmark_speechbrain.py",
+}
+
+
+@pytest.mark.parametrize("name", list(MORE_SCRIPTS))
+def test_more_scripts_run_or_say_why_not(tiny_shape_info, tmp_path, name):
+    process = run_script(MORE_SCRIPTS[name], [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info,
+                                             "--out-dir", str(tmp_path)])
+    assert process.returncode == 0, process.stderr[-2000:]
+    (summary_path,) = glob.glob(os.path.join(tmp_path, f"{name}-*", "summary.json"))
+    summary = json.load(open(summary_path))
+    for key in REQUIRED_KEYS:
+        assert key in summary, key
+    if summary["status"] == "ok":
+        assert len(summary["step_times_us"]) >= 1 and summary["avg_step_time_us"] > 0
+        assert all(math.isfinite(v) and v > 0 for v in summary["loss_values"])
+    else:
+        assert summary["status"] == "unavailable" and summary["reason"]
+        assert name in ("warp_rnnt", "warp_transducer", "speechbrain")  # the others run on CPU here
+        assert "unavailable" in process.stdout
+
+
+def test_the_reference_and_numba_agree_with_torchaudio_on_the_same_batch(tiny_shape_info, tmp_path):
+    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path),
+             "--max-utterance-frames", "50"]
+    losses = {}
+    for script in ("benchmark_torchaudio.py", "benchmark_reference.py", "benchmark_warprnnt_numba.py"):
+        process = run_script(script, flags)
+        assert process.returncode == 0, process.stderr[-2000:]
+    for name in ("torchaudio", "reference", "warprnnt_numba"):
+        losses[name] = json.load(open(os.path.join(tmp_path, f"{name}-2-tmax50", "summary.json")))["loss_values"]
+    for name in ("reference", "warprnnt_numba"):
+        for value, expected in zip(losses[name], losses["torchaudio"]):
+            assert abs(value - expected) <= 1e-4 * abs(expected), (name, losses)
+
+
+def test_unsupported_dtype_is_recorded_not_crashed(tiny_shape_info, tmp_path):
+    process = run_script("benchmark_k2.py", [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info,
+                                             "--out-dir", str(tmp_path), "--dtype", "bfloat16"])
+    assert process.returncode == 0, process.stderr[-2000:]
+    summary = json.load(open(os.path.join(tmp_path, "k2-2-bfloat16", "summary.json")))
+    assert summary["status"] == "unsupported" and "bfloat16" in summary["reason"]
+
+
+def test_subsampling_factor_rescales_frames(tiny_shape_info, tmp_path):
+    process = run_script("benchmark_torchaudio.py", [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info,
+                                                     "--out-dir", str(tmp_path), "--subsampling-factor", "8"])
+    assert process.returncode == 0, process.stderr[-2000:]
+    summary = json.load(open(os.path.join(tmp_path, "torchaudio-2-sub8", "summary.json")))
+    first = summary["measured_batches"][0]["shapes"]
+    expected = [[max(1, round(t * 4 / 8)), u] for t, u in TINY_SHAPES[4:6]]  # step 2 = the third batch
+    assert first == expected
