@@ -17,9 +17,9 @@ def load_backend() -> Backend:
 
 
 def compute_loss(loss_module, logits, batch, joiner):
-    """logits: (N, T, U+1, V) float32, log-softmax taken here; SpeechBrain wants int64 lengths."""
+    """logits: (N, T, U+1, V) float32, log-softmax taken here; int32 labels and lengths, as its kernels take."""
     log_probs = logits.log_softmax(dim=-1)  # (N, T, U+1, V)
-    loss = loss_module(log_probs, batch.targets.long(), batch.logit_lengths.long(), batch.target_lengths.long())
+    loss = loss_module(log_probs, batch.targets, batch.logit_lengths, batch.target_lengths)
     return loss, loss
 
 

@@ -36,7 +36,7 @@ from tlbench.errors import UsageError, exit_on_usage_error
 from tlbench.io import atomic_write_json, atomic_write_text
 
 # A run folder is "<implementation>-<mode>", the mode being "30" or "max-frames-10000".
-_RUN_FOLDER = re.compile(r"^(?P<implementation>.+?)-(?P<mode>max-frames-\d+|\d+)$")
+_RUN_FOLDER = re.compile(r"^(?P<implementation>.+?)-(?P<mode>(?:max-frames-)?\d+(?:-[A-Za-z0-9]+)*)$")
 _BYTES_PER_MB = 2**20
 PICTURE_DPI = 120
 
@@ -90,17 +90,31 @@ class ComparisonRow:
     peak_memory_ratio: Optional[float]
 
 
-def _mode_sort_key(mode: str) -> Tuple[int, int]:
-    if mode.startswith("max-frames-") and mode.rsplit("-", 1)[1].isdigit():
-        return (1, int(mode.rsplit("-", 1)[1]))
-    return (0, int(mode)) if mode.isdigit() else (2, 0)
+_MODE = re.compile(r"^(?:(?P<max_frames>max-frames-)?(?P<size>\d+))(?P<variant>(?:-[A-Za-z0-9]+)*)$")
+
+
+def _mode_sort_key(mode: str) -> Tuple[int, int, str]:
+    match = _MODE.match(mode)
+    if not match:
+        return (2, 0, mode)
+    return (1 if match["max_frames"] else 0, int(match["size"]), match["variant"])
 
 
 def mode_title(mode: str) -> str:
-    """``"30"`` -> ``"batch size 30"``; ``"max-frames-1000"`` -> ``"max frames 1000 (sorted utterances)"``."""
-    if mode.startswith("max-frames-"):
-        return f"max frames {mode.rsplit('-', 1)[1]} (sorted utterances)"
-    return f"batch size {mode}" if mode.isdigit() else mode
+    """``"30"`` -> ``"batch size 30"``; ``"max-frames-1000"`` -> ``"max frames 1000 (sorted utterances)"``;
+    a variant suffix such as ``-float16`` or ``-tmax50`` is named after it."""
+    match = _MODE.match(mode)
+    if not match:
+        return mode
+    title = (f"max frames {match['size']} (sorted utterances)" if match["max_frames"]
+             else f"batch size {match['size']}")
+    variants = [v for v in match["variant"].split("-") if v]
+    names = {"sub": "subsampling {}x", "tmax": "utterances with T <= {}"}
+    for variant in variants:
+        described = next((names[p].format(variant[len(p):]) for p in names
+                          if variant.startswith(p) and variant[len(p):].isdigit()), variant)
+        title += f", {described}"
+    return title
 
 
 def _split_run_folder(run_name: str) -> Tuple[str, str]:
