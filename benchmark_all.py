@@ -20,7 +20,7 @@ from tlbench.errors import UsageError, exit_on_usage_error
 from tlbench.harness import STATUS_ERROR, summary_line
 from tlbench.io import atomic_write_json
 from tlbench.options import add_run_arguments, forwarded_flags, resolve_config
-from tlbench.registry import SCRIPTS, script_path
+from tlbench.registry import SCRIPTS, load_implementation, script_path
 
 
 def _parse_only(text: str):
@@ -81,7 +81,9 @@ def run(argv=None) -> int:
     print(f"device: {configs[0].device}; {configs[0].preset_reason}", flush=True)
     from tqdm import tqdm
 
-    runs = [(config, name) for config in configs for name in names]
+    # Each implementation's own config (its quick-preset overrides change its run folder).
+    runs = [(resolve_config(args, sort_utterance=sort, quick_overrides=load_implementation(name).quick_overrides), name)
+            for sort in _sort_modes(args.sort_utterance) for name in names]
     with tqdm(total=len(runs), desc="benchmarks", unit="run", file=sys.stderr, dynamic_ncols=True) as progress:
         for config, name in runs:
             progress.set_postfix_str(f"{name}-{config.mode}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import importlib
 import io
 import math
 import os
@@ -41,10 +40,11 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from tlbench import REPO_DIR
 from tlbench.errors import UsageError, exit_on_usage_error
-from tlbench.harness import (STATUS_ERROR, STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, Backend, BackendUnavailable,
+from tlbench.harness import (STATUS_ERROR, STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, BackendUnavailable,
                              LossImplementation, _device_name, _finite_or_none)
 from tlbench.io import atomic_write_json, atomic_write_text
 from tlbench.options import DEFAULT_SEED, RunConfig, resolve_device
+from tlbench.registry import SCRIPTS, load_implementation
 
 OUTPUT_FORMATS = ("md", "csv", "json", "latex")
 DEFAULT_DURATIONS_S = (1.0, 2.0, 5.0, 8.0, 32.0)
@@ -64,45 +64,9 @@ _DEVICE_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
 # Loss implementations
 
 
-def _load_reference() -> Backend:
-    try:
-        from tlbench import reference_loss
-    except Exception as error:  # absent, or a half-written file
-        raise BackendUnavailable(f"tlbench/reference_loss.py cannot be imported ({str(error).splitlines()[0]})",
-                                 "the reference loss is part of the repository; check tlbench/reference_loss.py") from None
-    return Backend("reference", "pure PyTorch", reference_loss)
-
-
-def _reference_loss(backend, logits, batch, joiner):
-    """logits: (N, T, U+1, V) float32; targets (N, U) int32; lengths (N,) int32."""
-    loss = backend.module.rnnt_loss(logits=logits, targets=batch.targets, logit_lengths=batch.logit_lengths,
-                                    target_lengths=batch.target_lengths, blank=0, reduction="sum")
-    return loss, loss
-
-
 def implementation_names() -> List[str]:
-    """Every implementation the suite knows (tlbench.registry), plus the reference loss."""
-    from tlbench.registry import SCRIPTS
-
-    return list(SCRIPTS) + ([] if "reference" in SCRIPTS else ["reference"])
-
-
-def load_implementation(name: str) -> LossImplementation:
-    """The ``IMPLEMENTATION`` of ``benchmark_<impl>.py`` (imported from the repository root),
-    or the pure-PyTorch reference loss on full logits for ``"reference"``."""
-    from tlbench.data import full_logits
-    from tlbench.registry import SCRIPTS
-
-    if name == "reference" and "reference" not in SCRIPTS:
-        return LossImplementation(name="reference", load_backend=_load_reference,
-                                  prepare=lambda backend, batch, joiner: full_logits(batch, joiner),
-                                  loss=_reference_loss)
-    if name not in SCRIPTS:
-        raise UsageError(f"implementation {name!r} is not allowed; use one of {', '.join(implementation_names())}")
-    if REPO_DIR not in sys.path:
-        sys.path.insert(0, REPO_DIR)
-    module = importlib.import_module(os.path.splitext(SCRIPTS[name])[0])
-    return module.IMPLEMENTATION
+    """Every implementation the suite knows (tlbench.registry)."""
+    return list(SCRIPTS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from typing import Dict
 
 from . import REPO_DIR
@@ -23,3 +25,17 @@ SCRIPTS: Dict[str, str] = {
 
 def script_path(name: str) -> str:
     return os.path.join(REPO_DIR, SCRIPTS[name])
+
+
+def load_implementation(name: str):
+    """The ``IMPLEMENTATION`` (a harness.LossImplementation) defined by ``benchmark_<impl>.py``.
+
+    Importing a script is cheap: its loss library is imported only by ``load_backend``.
+    """
+    from .errors import UsageError
+
+    if name not in SCRIPTS:
+        raise UsageError(f"implementation {name!r} is not allowed; use one of {', '.join(SCRIPTS)}")
+    if REPO_DIR not in sys.path:
+        sys.path.insert(0, REPO_DIR)
+    return importlib.import_module(os.path.splitext(SCRIPTS[name])[0]).IMPLEMENTATION
