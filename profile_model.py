@@ -37,7 +37,6 @@ import itertools
 import os
 import platform
 import sys
-import traceback
 import warnings
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -45,8 +44,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tlbench.errors import UsageError, exit_on_usage_error
-from tlbench.harness import (EXIT_CODES, STATUS_ERROR, STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, BackendUnavailable,
-                             _device_name, _finite_or_none, _is_out_of_memory, _TraceWriter)
+from tlbench.harness import (EXIT_CODES, STATUS_OK, STATUS_UNAVAILABLE, BackendUnavailable,
+                             _device_name, _finite_or_none, _TraceWriter, classify_step_failure)
 from tlbench.io import atomic_write_json, atomic_write_text
 from tlbench.model import SUBSAMPLING_FACTOR, ModelConfig
 from tlbench.options import RunConfig, add_run_arguments, resolve_config, resolve_device, resolve_preset
@@ -625,19 +624,9 @@ def run_profile(request: ProfileRequest) -> dict:
             except Exception as error:  # one failing step ends the run with a recorded status
                 tracker.abandon()
                 model.zero_grad(set_to_none=True)
-                failing = {"step": current_step, "num_utterances": len(shapes),
-                           "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes),
-                           "T_in_max": input_length_for(max(t for t, _ in shapes))}
-                summary["failing_batch"] = failing
-                if _is_out_of_memory(error):
-                    status = STATUS_OOM
-                    reason = (f"out of memory at step {current_step} on a batch of {failing['num_utterances']} "
-                              f"utterances, T_max={failing['T_max']}, U_max={failing['U_max']}: "
-                              f"{str(error).strip().splitlines()[0][:300]}")
-                else:
-                    status = STATUS_ERROR
-                    reason = f"{type(error).__name__} at step {current_step}: {str(error).strip()[:500]}"
-                    summary["traceback"] = traceback.format_exc()[-4000:]
+                status, reason, details = classify_step_failure(error, current_step, shapes)
+                details["failing_batch"]["T_in_max"] = input_length_for(max(t for t, _ in shapes))
+                summary.update(details)
                 break
             prof.step()
         progress.close()

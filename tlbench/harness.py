@@ -122,6 +122,25 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
+def classify_step_failure(error: BaseException, step: int, shapes, dtype: str = "float32") -> Tuple[str, str, dict]:
+    """Status, one-line reason and summary details for an exception raised inside a step.
+
+    Out of memory -> "oom"; a non-float32 dtype the library refuses -> "unsupported";
+    anything else -> "error" (with the traceback's tail in the details).
+    """
+    failing = {"step": step, "num_utterances": len(shapes),
+               "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes)}
+    details: dict = {"failing_batch": failing}
+    first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    if _is_out_of_memory(error):
+        return STATUS_OOM, (f"out of memory at step {step} on a batch of {failing['num_utterances']} utterances, "
+                            f"T_max={failing['T_max']}, U_max={failing['U_max']}: {first_line}"), details
+    if dtype != "float32" and any(word in str(error).lower() for word in _DTYPE_ERROR_WORDS):
+        return STATUS_UNSUPPORTED, f"{dtype} logits refused: {type(error).__name__}: {first_line}", details
+    details["traceback"] = traceback.format_exc()[-4000:]
+    return STATUS_ERROR, f"{type(error).__name__} at step {step}: {str(error).strip()[:500]}", details
+
+
 def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -281,22 +300,8 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
                     reported_losses[current_step] = reported.detach()
                 del batch, inputs, loss, reported
             except Exception as error:  # one failing step ends the run with a recorded status
-                failing = {"step": current_step, "num_utterances": len(shapes),
-                           "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes)}
-                summary["failing_batch"] = failing
-                if _is_out_of_memory(error):
-                    status = STATUS_OOM
-                    reason = (f"out of memory at step {current_step} on a batch of {failing['num_utterances']} "
-                              f"utterances, T_max={failing['T_max']}, U_max={failing['U_max']}: "
-                              f"{str(error).strip().splitlines()[0][:300]}")
-                elif config.dtype != "float32" and any(w in str(error).lower() for w in _DTYPE_ERROR_WORDS):
-                    status = STATUS_UNSUPPORTED
-                    reason = (f"{config.dtype} logits refused: {type(error).__name__}: "
-                              f"{str(error).strip().splitlines()[0][:300]}")
-                else:
-                    status = STATUS_ERROR
-                    reason = f"{type(error).__name__} at step {current_step}: {str(error).strip()[:500]}"
-                    summary["traceback"] = traceback.format_exc()[-4000:]
+                status, reason, details = classify_step_failure(error, current_step, shapes, config.dtype)
+                summary.update(details)
                 break
             prof.step()
         progress.close()
