@@ -132,6 +132,19 @@ def test_blank_index_other_than_zero():
     expected = torchaudio.functional.rnnt_loss(logits, targets, t_lens, u_lens, blank=8, reduction="none")
     got = rnnt_loss(logits, targets, t_lens, u_lens, blank=8, reduction="none")
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(rnnt_loss(logits, targets, t_lens, u_lens, blank=-1, reduction="none"), got)
+
+
+def test_non_contiguous_logits_and_int64_targets():
+    logits, targets, t_lens, u_lens = make_batch(SHAPES, vocab=6, seed=12)
+    strided = logits.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    plain = logits.clone().requires_grad_()
+    a = rnnt_loss(strided, targets.long(), t_lens.long(), u_lens.long(), reduction="sum")
+    b = rnnt_loss(plain, targets, t_lens, u_lens, reduction="sum")
+    torch.testing.assert_close(a, b)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(strided.grad, plain.grad)
 
 
 @pytest.mark.parametrize("one_sym", [False, True])

@@ -19,48 +19,57 @@ The loss of utterance ``i`` is ``-log`` of the total probability of all alignmen
 
 How it is computed:
 
-1. :class:`_BlankLabelLogProbs` maps the logits to two ``(N, T, U + 1)`` tensors, the blank and
-   the next-label log-probabilities, working through the valid cells in small chunks (a
-   chunked ``log_softmax``, never a full-size copy). Its backward writes the gradient of the
-   logits in one pass per chunk: ``softmax * -(g_blank + g_label)`` plus ``g_blank`` at the
-   blank index and ``g_label`` at the label index. Only a reference to the logits and the
-   targets are saved.
+1. :class:`_BlankLabelLogProbs` maps the logits to the blank and the next-label
+   log-probabilities of every cell (two small tensors, ``(N, T, U + 1)`` in 4-D), one chunk of
+   frames at a time: a ``log_softmax`` into a cache-sized buffer, then two gathers; never a
+   full-size temporary. It saves only references to the logits and the targets. Its
+   backward writes the gradient of the logits in one pass per chunk:
+   ``softmax * w + g_blank`` at the blank index ``+ g_label`` at the label index, with
+   ``w = -(g_blank + g_label)``. On CPU the chunks are shared among ``torch.get_num_threads()``
+   worker threads (see :func:`_run`).
 2. :class:`_TransducerLogZ` runs the forward (alpha) recursion one label column ``u`` at a time
    (``U + 1`` vectorised steps over all frames and utterances at once), in float64. Within a
    column the recursion along ``t`` is linear in log space:
    ``alpha[t, u] = logaddexp(alpha[t - 1, u] + blank[t - 1, u], c[t])``, with ``c`` coming from
    column ``u - 1``. With the exclusive prefix sum ``D[t] = sum_{j < t} blank[j, u]`` its solution
-   is ``alpha[:, u] = D + logcumsumexp(c - D)``. The backward pass runs the mirror-image (beta)
-   recursion the same way and turns ``alpha + beta`` into the occupancy of every transition.
+   is ``alpha[:, u] = D + logcumsumexp(c - D)`` (float64 keeps ``c - D`` exact enough: ``|D|`` is
+   at most a few thousand nats here). The backward pass runs the mirror-image (beta) recursion
+   the same way and turns ``alpha + beta`` into the occupancy of every transition.
+
+Memory between forward and backward: the logits (referenced, not copied) and a few
+``(N, T, U + 1)`` float64 tensors. During backward: the gradient of the logits, plus the
+two small gradients (one float per cell each).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from typing import Callable, List, Sequence, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["rnnt_loss", "rnnt_loss_packed"]
 
 # Elements of logits handled per chunk in the log-softmax / gradient passes; a chunk of
 # float32 then fits in the L2 cache and the temporaries stay small.
-_CHUNK_ELEMENTS = 1 << 18
+_CHUNK_ELEMENTS = 1 << 19
 
 _NEG_INF = float("-inf")
 
 
-def _utterance_views(tensor: torch.Tensor, packed: bool, t_lens: Sequence[int], u1_lens: Sequence[int]) -> List[torch.Tensor]:
+def _utterance_views(tensor: torch.Tensor, packed: bool, t_lens: Sequence[int], widths: Sequence[int]) -> List[torch.Tensor]:
     """Per utterance ``i``, the view of its first ``T_i`` frames in ``tensor``: packed
-    ``(sum_i T_i (U_i + 1), ...)`` -> ``(T_i, U_i + 1, ...)``; 4-D ``(N, T, U + 1, ...)`` ->
-    ``(T_i, U + 1, ...)``, all label columns kept so that a chunk of frames is contiguous."""
+    ``(sum_i T_i * widths[i], ...)`` -> ``(T_i, widths[i], ...)``; 4-D ``(N, T, W, ...)`` ->
+    ``(T_i, W, ...)`` (all columns kept, so that a chunk of frames is contiguous)."""
     if not packed:
         return [tensor[i, :t_len] for i, t_len in enumerate(t_lens)]
     views, offset = [], 0
-    for t_len, u1_len in zip(t_lens, u1_lens):
-        size = t_len * u1_len
-        views.append(tensor[offset : offset + size].view((t_len, u1_len) + tuple(tensor.shape[1:])))
+    for t_len, width in zip(t_lens, widths):
+        size = t_len * width
+        views.append(tensor[offset : offset + size].view((t_len, width) + tuple(tensor.shape[1:])))
         offset += size
     return views
 
@@ -70,11 +79,11 @@ def _chunk_elements(device: torch.device) -> int:
     return _CHUNK_ELEMENTS if device.type == "cpu" else 64 * _CHUNK_ELEMENTS
 
 
-def _tasks(t_lens: Sequence[int], width: Sequence[int], vocab: int, chunk: int) -> List[Tuple[int, int, int]]:
+def _tasks(t_lens: Sequence[int], widths: Sequence[int], vocab: int, chunk: int) -> List[Tuple[int, int, int]]:
     """``(i, t0, t1)``: frames ``t0:t1`` of utterance ``i``, about ``chunk`` logits per task."""
     tasks = []
-    for i, (t_len, w) in enumerate(zip(t_lens, width)):
-        rows = max(1, chunk // max(1, w * vocab))
+    for i, (t_len, width) in enumerate(zip(t_lens, widths)):
+        rows = max(1, chunk // max(1, width * vocab))
         tasks.extend((i, t0, min(t_len, t0 + rows)) for t0 in range(0, t_len, rows))
     return tasks
 
@@ -82,16 +91,17 @@ def _tasks(t_lens: Sequence[int], width: Sequence[int], vocab: int, chunk: int) 
 def _run(work: Callable, tasks: Sequence, buffers: Sequence) -> None:
     """Calls ``work(task, buffers[k])`` for every task, ``k`` being the worker.
 
-    On CPU with ``torch.get_num_threads() > 1``, that many Python threads take tasks from a
-    shared counter, each running single-threaded kernels: when other processes compete for the
-    cores, a worker that gets less CPU time simply takes fewer tasks, where the static split of
-    intra-op threads would make every kernel wait for its slowest thread. Workers must not
+    With more than one buffer, that many Python threads take tasks from a shared counter,
+    each running single-threaded kernels: when other processes compete for the cores, a
+    worker that gets less CPU time simply takes fewer tasks, where the static split of
+    intra-op threads makes every kernel wait for its slowest thread. Workers must not
     allocate (the profiler's memory view covers the calling thread only): ``buffers`` are
-    allocated here, by the caller.
+    allocated by the caller.
     """
     if len(buffers) <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            work(task, buffers[0])
+        with torch.no_grad():
+            for task in tasks:
+                work(task, buffers[0])
         return
     counter = itertools.count()
     errors: List[BaseException] = []
@@ -123,8 +133,24 @@ def _run(work: Callable, tasks: Sequence, buffers: Sequence) -> None:
         raise errors[0]
 
 
-def _num_workers(device: torch.device) -> int:
-    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+@contextlib.contextmanager
+def _serial_kernels():
+    """Intra-op threads set to 1 for the duration (restored after); yields the number before.
+
+    The recursion's small kernels run faster serially, and the big passes are spread over that
+    many workers by :func:`_run` instead."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+def _workers(threads: int, device: torch.device, tasks: Sequence) -> int:
+    return max(1, min(threads, len(tasks))) if device.type == "cpu" else 1
 
 
 class _BlankLabelLogProbs(torch.autograd.Function):
@@ -133,92 +159,124 @@ class _BlankLabelLogProbs(torch.autograd.Function):
     Forward args:
       logits: 4-D ``(N, T, U + 1, V)`` or packed ``(C, V)`` with ``C = sum_i T_i (U_i + 1)``;
         float32 or float64.
-      index: ``(N, U + 1, 2)`` int64; ``index[i, u] = (blank, label emitted from column u)``
-        (the label is ``blank`` where there is none, ``u >= U_i``).
-      t_lens, u1_lens: Python lists of ``T_i`` and ``U_i + 1``.
+      labels: ``(N, >= max U_i)`` int64 targets (entries beyond ``U_i`` are not read).
+      t_lens, u_lens: Python lists of ``T_i`` and ``U_i``.
       packed: the layout of ``logits``.
+      blank: the blank index.
 
-    Returns ``(N, T, U + 1, 2)`` (4-D; 0 outside utterance ``i``'s ``(T_i, U_i + 1)`` grid) or
-    ``(C, 2)`` (packed) of the logits' dtype: ``[..., 0]`` blank, ``[..., 1]`` label.
+    Returns ``(blank_lp, label_lp)`` of the logits' dtype: 4-D: two ``(N, T, U + 1)`` tensors,
+    0 outside utterance ``i``'s ``(T_i, U_i + 1)`` grid (``label_lp`` also at ``u = U_i``);
+    packed: ``(C,)`` over every cell ``(t, u)`` and ``(sum_i T_i U_i,)`` over the cells with
+    ``u < U_i`` (the only ones with a next label), both utterance-major, then ``t``, then ``u``.
     """
 
     @staticmethod
-    def forward(ctx, logits, index, t_lens, u1_lens, packed):
+    def forward(ctx, logits, labels, t_lens, u_lens, packed, blank):
+        with _serial_kernels() as threads:
+            return _BlankLabelLogProbs._forward(ctx, threads, logits, labels, t_lens, u_lens, packed, blank)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_blank, grad_label):
+        with _serial_kernels() as threads:
+            return _BlankLabelLogProbs._backward(ctx, threads, grad_blank, grad_label)
+
+    @staticmethod
+    def _views(tensors, packed, t_lens, u_lens):
+        """Per-utterance views of (logits or their gradient, blank_lp, label_lp)."""
+        x, blank_lp, label_lp = tensors
+        return (
+            _utterance_views(x, packed, t_lens, [u + 1 for u in u_lens]),
+            _utterance_views(blank_lp, packed, t_lens, [u + 1 for u in u_lens]),
+            _utterance_views(label_lp, packed, t_lens, u_lens),
+        )
+
+    @staticmethod
+    def _forward(ctx, threads, logits, labels, t_lens, u_lens, packed, blank):
         vocab = logits.size(-1)
         if packed:
-            log_probs = logits.new_empty((logits.size(0), 2))
+            blank_lp = logits.new_empty(logits.size(0))
+            label_lp = logits.new_empty(sum(t * u for t, u in zip(t_lens, u_lens)))
         else:
-            log_probs = logits.new_zeros(tuple(logits.shape[:3]) + (2,))
-        xs = _utterance_views(logits, packed, t_lens, u1_lens)
-        outs = _utterance_views(log_probs, packed, t_lens, u1_lens)
-        widths = [x.size(1) for x in xs]  # 4-D: padded label columns come along, so a chunk is contiguous
+            blank_lp = logits.new_zeros(logits.shape[:3])
+            label_lp = logits.new_zeros(logits.shape[:3])
+        xs, blanks, nexts = _BlankLabelLogProbs._views((logits, blank_lp, label_lp), packed, t_lens, u_lens)
+        widths = [x.size(1) for x in xs]  # 4-D: padded label columns come along
         tasks = _tasks(t_lens, widths, vocab, _chunk_elements(logits.device))
 
         def work(task, buffer):
             i, t0, t1 = task
-            u1_len, width = u1_lens[i], widths[i]
+            u_len, width = u_lens[i], widths[i]
             chunk = buffer[: (t1 - t0) * width * vocab].view(t1 - t0, width, vocab)
             torch.ops.aten._log_softmax.out(xs[i][t0:t1], -1, False, out=chunk)
-            index_chunk = index[i, :u1_len].expand(t1 - t0, u1_len, 2)
-            torch.gather(chunk[:, :u1_len], -1, index_chunk, out=outs[i][t0:t1, :u1_len])
+            blanks[i][t0:t1, : u_len + 1].copy_(chunk[:, : u_len + 1, blank])
+            if u_len > 0:
+                index = labels[i, :u_len].view(1, u_len, 1).expand(t1 - t0, u_len, 1)
+                torch.gather(chunk[:, :u_len], -1, index, out=nexts[i][t0:t1, :u_len].unsqueeze(-1))
 
         largest = max(((t1 - t0) * widths[i] * vocab for i, t0, t1 in tasks), default=0)
-        buffers = [logits.new_empty(largest) for _ in range(min(_num_workers(logits.device), max(1, len(tasks))))]
+        buffers = [logits.new_empty(largest) for _ in range(_workers(threads, logits.device, tasks))]
         _run(work, tasks, buffers)
         del buffers
-        ctx.save_for_backward(logits, index)
-        ctx.layout = (t_lens, u1_lens, packed)
-        return log_probs
+        ctx.save_for_backward(logits, labels)
+        ctx.layout = (t_lens, u_lens, packed, blank)
+        return blank_lp, label_lp
 
     @staticmethod
-    def backward(ctx, grad_log_probs):
-        logits, index = ctx.saved_tensors
-        t_lens, u1_lens, packed = ctx.layout
+    def _backward(ctx, threads, grad_blank, grad_label):
+        logits, labels = ctx.saved_tensors
+        t_lens, u_lens, packed, blank = ctx.layout
         vocab = logits.size(-1)
-        grad_log_probs = grad_log_probs.to(logits.dtype)
+        # Both come fresh from _TransducerLogZ.backward and are read by nothing else: the
+        # loop below reuses grad_blank in place as the weight of the softmax.
+        grad_blank = grad_blank.to(logits.dtype).contiguous()
+        grad_label = grad_label.to(logits.dtype)
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        xs = _utterance_views(logits, packed, t_lens, u1_lens)
-        gs = _utterance_views(grad, packed, t_lens, u1_lens)
-        grad_lps = _utterance_views(grad_log_probs, packed, t_lens, u1_lens)
+        xs, gbs, gls = _BlankLabelLogProbs._views((logits, grad_blank, grad_label), packed, t_lens, u_lens)
+        gs = _utterance_views(grad, packed, t_lens, [u + 1 for u in u_lens])
         widths = [x.size(1) for x in xs]
         tasks = _tasks(t_lens, widths, vocab, _chunk_elements(logits.device))
         if not packed:  # frames beyond T_i: zero gradient
             pads = [grad[i, t_len:] for i, t_len in enumerate(t_lens)]
-            pad_rows = [p.size(0) for p in pads]
-            tasks += [(-1 - i, t0, t1) for i, t0, t1 in _tasks(pad_rows, [logits.size(2)] * len(pads), vocab, 4 * _chunk_elements(logits.device))]
+            pad_tasks = _tasks([p.size(0) for p in pads], [logits.size(2)] * len(pads), vocab, 4 * _chunk_elements(logits.device))
+            tasks += [(-1 - i, t0, t1) for i, t0, t1 in pad_tasks]
 
-        def work(task, weight):
+        def work(task, _):
             i, t0, t1 = task
             if i < 0:
                 pads[-1 - i][t0:t1].zero_()
                 return
-            # d loss / d logits = softmax * -(g_blank + g_label) + g_blank at blank + g_label at label
-            u1_len = u1_lens[i]
+            # d loss / d logits = w * softmax + g_blank at blank + g_label at the label, with
+            # w = -(g_blank + g_label) per cell.
+            u_len, width = u_lens[i], widths[i]
             out = gs[i][t0:t1]
             torch.ops.aten._softmax.out(xs[i][t0:t1], -1, False, out=out)
-            if u1_len < widths[i]:
-                out[:, u1_len:].zero_()
-                out = out[:, :u1_len]
-            grad_chunk = grad_lps[i][t0:t1, :u1_len]
-            w = weight[: (t1 - t0) * u1_len].view(t1 - t0, u1_len, 1)
-            torch.sum(grad_chunk, -1, keepdim=True, out=w)
-            out.mul_(w.neg_())
-            out.scatter_add_(-1, index[i, :u1_len].expand(t1 - t0, u1_len, 2), grad_chunk)
+            if u_len + 1 < width:
+                out[:, u_len + 1 :].zero_()
+                out = out[:, : u_len + 1]
+            weight = gbs[i][t0:t1, : u_len + 1]
+            g_label = gls[i][t0:t1, :u_len]
+            weight[:, :u_len].add_(g_label)
+            weight.neg_()  # now w; g_blank = -w - g_label
+            out.mul_(weight.unsqueeze(-1))
+            out[..., blank].sub_(weight)
+            if u_len > 0:
+                out[:, :u_len, blank].sub_(g_label)
+                index = labels[i, :u_len].view(1, u_len, 1).expand(t1 - t0, u_len, 1)
+                out[:, :u_len].scatter_add_(-1, index, g_label.unsqueeze(-1))
 
-        largest = max(((t1 - t0) * u1_lens[i] for i, t0, t1 in tasks if i >= 0), default=0)
-        weights = [logits.new_empty(largest) for _ in range(min(_num_workers(logits.device), max(1, len(tasks))))]
-        _run(work, tasks, weights)
-        return grad, None, None, None, None
+        _run(work, tasks, [None] * _workers(threads, logits.device, tasks))
+        return grad, None, None, None, None, None
 
 
 class _TransducerLogZ(torch.autograd.Function):
     """(blank, label) log-probs -> log of the total probability of all alignments.
 
     Forward args:
-      log_probs: the output of :class:`_BlankLabelLogProbs`: ``(N, T, U + 1, 2)``, or ``(C, 2)``
-        with ``cells`` given; float32 or float64 (the recursion runs in float64).
-      cells: None, or ``(C,)`` int64: where each packed cell lies in the flattened
-        ``(N, T, U + 1)`` grid.
+      blank_lp, label_lp: the outputs of :class:`_BlankLabelLogProbs`, float32 or float64
+        (the recursion runs in float64).
+      blank_cells, label_cells: None (4-D), or packed: ``(C,)`` and ``(sum_i T_i U_i,)``
+        int64, where each entry lies in the flattened ``(N, T, U + 1)`` grid.
       grid: ``(N, T, U + 1)``.
       t_lens, u_lens: ``(N,)`` int64 tensors of ``T_i >= 1`` and ``U_i >= 0``.
       one_sym_per_frame: the modified transducer instead of the standard one.
@@ -232,21 +290,45 @@ class _TransducerLogZ(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, log_probs, cells, grid, t_lens, u_lens, one_sym_per_frame):
-        n, t_max, u1_max = grid
-        device = log_probs.device
+    def forward(ctx, blank_lp, label_lp, blank_cells, label_cells, grid, t_lens, u_lens, one_sym_per_frame):
+        with _serial_kernels():
+            args = (blank_lp, label_lp, blank_cells, label_cells, grid, t_lens, u_lens, one_sym_per_frame)
+            return _TransducerLogZ._forward(ctx, *args)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_log_z):
+        with _serial_kernels():
+            return _TransducerLogZ._backward(ctx, grad_log_z)
+
+    @staticmethod
+    def _to_grid(values, cells, grid):
+        """-> ``(N, U + 1, T)`` float64 (column-major), 0 where no cell maps."""
         if cells is None:
-            padded = log_probs.to(torch.float64)
-        else:
-            padded = log_probs.new_zeros((n * t_max * u1_max, 2), dtype=torch.float64)
-            padded[cells] = log_probs.to(torch.float64)
-        padded = padded.view(n, t_max, u1_max, 2).permute(3, 0, 2, 1)
-        blank = padded[0].contiguous()
+            return values.to(torch.float64).transpose(1, 2).contiguous()
+        n, t_max, u1_max = grid
+        out = values.new_zeros(n * t_max * u1_max, dtype=torch.float64)
+        out[cells] = values.to(torch.float64)
+        return out.view(n, t_max, u1_max).transpose(1, 2).contiguous()
+
+    @staticmethod
+    def _from_grid(values, cells, dtype):
+        """``(N, U + 1, T)`` -> the layout of the inputs."""
+        values = values.transpose(1, 2)
+        if cells is None:
+            return values.to(dtype, memory_format=torch.contiguous_format)
+        return values.reshape(-1)[cells].to(dtype)
+
+    @staticmethod
+    def _forward(ctx, blank_lp, label_lp, blank_cells, label_cells, grid, t_lens, u_lens, one_sym_per_frame):
+        n, t_max, u1_max = grid
+        device = blank_lp.device
+        blank = _TransducerLogZ._to_grid(blank_lp, blank_cells, grid)
         t_range = torch.arange(t_max, device=device)
         u_range = torch.arange(u1_max, device=device)
         label_ok = (u_range.view(1, -1, 1) < u_lens.view(-1, 1, 1)) & (t_range.view(1, 1, -1) < t_lens.view(-1, 1, 1))
-        label = padded[1].masked_fill(~label_ok, _NEG_INF)
-        del padded
+        label = _TransducerLogZ._to_grid(label_lp, label_cells, grid).masked_fill_(~label_ok, _NEG_INF)
+        del label_ok
         prefix = blank.cumsum(-1).sub_(blank)  # D[u, t] = sum_{j < t} blank[j, u]
 
         # alpha[:, u] = D[:, u] + logcumsumexp(c - D[:, u]), c[t] = alpha[t, u - 1] + label[t, u - 1]
@@ -264,13 +346,13 @@ class _TransducerLogZ(torch.autograd.Function):
         batch = torch.arange(n, device=device)
         last_t = t_lens - 1
         log_z = alpha[batch, u_lens, last_t] + blank[batch, u_lens, last_t]
-        ctx.save_for_backward(alpha, blank, label, prefix, cells, t_lens, u_lens, log_z)
-        ctx.info = (one_sym_per_frame, log_probs.dtype, sorted(set(u_lens.tolist())))
+        ctx.save_for_backward(alpha, blank, label, prefix, blank_cells, label_cells, t_lens, u_lens, log_z)
+        ctx.info = (one_sym_per_frame, blank_lp.dtype, sorted(set(u_lens.tolist())))
         return log_z
 
     @staticmethod
-    def backward(ctx, grad_log_z):
-        alpha, blank, label, prefix, cells, t_lens, u_lens, log_z = ctx.saved_tensors
+    def _backward(ctx, grad_log_z):
+        alpha, blank, label, prefix, blank_cells, label_cells, t_lens, u_lens, log_z = ctx.saved_tensors
         one_sym, dtype, final_columns = ctx.info
         n, u1_max, t_max = alpha.shape
         device = alpha.device
@@ -309,16 +391,16 @@ class _TransducerLogZ(torch.autograd.Function):
         norm = torch.where(feasible, log_z, torch.zeros_like(log_z)).view(n, 1, 1)
         alpha = alpha - norm
         none = torch.full((n, 1, 1), _NEG_INF, dtype=alpha.dtype, device=device)
-        grad = torch.empty((n, t_max, u1_max, 2), dtype=torch.float64, device=device)
         after_blank = torch.cat([beta[:, :, 1:], none.expand(n, u1_max, 1)], dim=2)
-        grad[..., 0] = torch.maximum(blank + after_blank, final).add_(alpha).exp_().mul_(scale).transpose(1, 2)
+        grad_blank = torch.maximum(blank + after_blank, final).add_(alpha).exp_().mul_(scale)
+        del after_blank, final
+        grad_blank = _TransducerLogZ._from_grid(grad_blank, blank_cells, dtype)
         after_label = torch.cat([beta[:, 1:], none.expand(n, 1, t_max)], dim=1)
         if one_sym:
             after_label = torch.cat([after_label[:, :, 1:], none.expand(n, u1_max, 1)], dim=2)
-        grad[..., 1] = (label + after_label).add_(alpha).exp_().mul_(scale).transpose(1, 2)
-        if cells is not None:
-            grad = grad.view(-1, 2)[cells]
-        return grad.to(dtype), None, None, None, None, None
+        grad_label = after_label.add_(label).add_(alpha).exp_().mul_(scale)
+        grad_label = _TransducerLogZ._from_grid(grad_label, label_cells, dtype)
+        return grad_blank, grad_label, None, None, None, None, None, None
 
 
 def _check_reduction(reduction: str) -> None:
@@ -326,12 +408,13 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction={reduction!r} is not allowed; expected 'mean', 'sum' or 'none'")
 
 
-def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(losses: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
+    """float64 ``(N,)`` losses -> the reduction, in ``dtype`` (rounded once, at the end)."""
     if reduction == "mean":
-        return losses.mean()
+        return losses.mean().to(dtype)
     if reduction == "sum":
-        return losses.sum()
-    return losses
+        return losses.sum().to(dtype)
+    return losses.to(dtype)
 
 
 def _loss(
@@ -355,6 +438,8 @@ def _loss(
     if logit_lengths.numel() != n or target_lengths.numel() != n:
         raise ValueError("targets, logit_lengths and target_lengths disagree on the batch size")
     vocab = logits.size(-1)
+    if -vocab <= blank < 0:  # as in torchaudio: -1 is the last symbol
+        blank += vocab
     if not 0 <= blank < vocab:
         raise ValueError(f"blank={blank} is not a valid index into a vocabulary of {vocab}")
     t_list = [int(t) for t in logit_lengths.tolist()]
@@ -375,28 +460,25 @@ def _loss(
         grid = (logits.size(1), logits.size(2))
     device = logits.device
 
-    # index[i, u] = (blank, the label emitted from column u); blank where u >= U_i (never used).
-    index = torch.full((n, grid[1], 2), blank, dtype=torch.int64, device=device)
-    width = min(targets.size(1), grid[1])
-    if width > 0:
-        real = torch.arange(width, device=device).view(1, -1) < target_lengths.to(device).view(-1, 1)
-        labels = torch.where(real, targets[:, :width].to(device, torch.int64), blank)
-        if bool(((labels < 0) | (labels >= vocab)).any()):
-            raise ValueError(f"targets contain a label outside [0, {vocab})")
-        index[:, :width, 1] = labels
-
+    labels = targets.to(device=device, dtype=torch.int64)  # no copy when already int64 there
     t_lens = torch.tensor(t_list, dtype=torch.int64, device=device)
     u_lens = torch.tensor(u_list, dtype=torch.int64, device=device)
-    cells = None
-    if packed:  # position of every packed cell in the flattened (N, T, U + 1) grid
-        rows = [i * grid[0] + torch.arange(t, device=device) for i, t in enumerate(t_list)]
-        cells = torch.cat(
-            [(r.view(-1, 1) * grid[1] + torch.arange(u1, device=device)).view(-1) for r, u1 in zip(rows, u1_list)]
-        )
-    log_probs = _BlankLabelLogProbs.apply(logits, index, t_list, u1_list, packed)
-    log_z = _TransducerLogZ.apply(log_probs, cells, (n,) + grid, t_lens, u_lens, bool(one_sym_per_frame))
-    losses = (-log_z).to(logits.dtype)
-    return _reduce(losses, reduction)
+    if labels.size(1) > 0:
+        real = torch.arange(labels.size(1), device=device).view(1, -1) < u_lens.view(-1, 1)
+        if bool((((labels < 0) | (labels >= vocab)) & real).any()):
+            raise ValueError(f"targets contain a label outside [0, {vocab})")
+    blank_cells = label_cells = None
+    if packed:  # where each packed cell lies in the flattened (N, T, U + 1) grid
+        rows = [(i * grid[0] + torch.arange(t, device=device)).view(-1, 1) * grid[1] for i, t in enumerate(t_list)]
+        blank_cells = torch.cat([(r + torch.arange(u + 1, device=device)).view(-1) for r, u in zip(rows, u_list)])
+        label_cells = torch.cat([(r + torch.arange(u, device=device)).view(-1) for r, u in zip(rows, u_list)])
+    if not logits.is_contiguous():  # the chunked kernels need contiguous frames (this copies)
+        logits = logits.contiguous()
+    blank_lp, label_lp = _BlankLabelLogProbs.apply(logits, labels, t_list, u_list, packed, blank)
+    log_z = _TransducerLogZ.apply(
+        blank_lp, label_lp, blank_cells, label_cells, (n,) + grid, t_lens, u_lens, bool(one_sym_per_frame)
+    )
+    return _reduce(-log_z, reduction, logits.dtype)
 
 
 def rnnt_loss(
@@ -416,7 +498,7 @@ def rnnt_loss(
       targets: ``(N, U)`` integer labels (entries beyond ``U_i`` are ignored).
       logit_lengths: ``(N,)`` integer ``T_i`` (``1 <= T_i <= T``).
       target_lengths: ``(N,)`` integer ``U_i`` (``0 <= U_i <= U``).
-      blank: index of the blank symbol.
+      blank: index of the blank symbol (negative: counted from the end, as in torchaudio).
       reduction: ``"mean"`` (mean over the batch), ``"sum"`` or ``"none"`` (``(N,)`` losses).
       one_sym_per_frame: the modified transducer (at most one label per frame).
 
