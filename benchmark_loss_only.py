@@ -108,7 +108,8 @@ def main(argv=None):
         raise UsageError(f"--vocab-size {args.vocab_size} / --repeats {args.repeats}: need vocab >= 2 and repeats >= 1")
     table = load_shape_info(args.shape_info)
     if not 1 <= args.num_utterances <= table.size(0):
-        raise UsageError(f"--num-utterances {args.num_utterances}: must be between 1 and {table.size(0)} (rows in {args.shape_info})")
+        raise UsageError(f"--num-utterances {args.num_utterances}: must be between 1 and {table.size(0)} "
+                         f"(rows in {args.shape_info})")
 
     shapes = table[: args.num_utterances]
     t_lens, u_lens = shapes[:, 0].int(), shapes[:, 1].int()
@@ -131,11 +132,13 @@ def main(argv=None):
                                  extra_bytes=extra, logits_bytes=source.numel() * source.element_size(), loss=value)
 
     base = results.get("torchaudio", {}).get("median_s")
-    lines = ["| implementation | layout | median time (s) | time vs torchaudio | extra memory (MB) | extra memory / logits size | loss value |",
-             "|---|---|---|---|---|---|---|"]
+    columns = ["implementation", "layout", "median time (s)", "time vs torchaudio", "extra memory (MB)",
+               "extra memory / logits size", "loss value"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name in names:
         if name not in results:
-            lines.append(f"| {name} | | unavailable (pip install {MODULES[name][0]}) | | | | |")
+            layout = "packed" if name in ("optimized_transducer", "reference_packed") else "4-D"
+            lines.append(f"| {name} | {layout} | unavailable (pip install {MODULES[name][0]}) | | | | |")
             continue
         r = results[name]
         ratio = f"{r['median_s'] / base:.3f}x" if base else "n/a"

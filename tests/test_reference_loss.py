@@ -248,3 +248,33 @@ def test_bad_inputs():
         rnnt_loss_packed(pack(logits, t_lens, u_lens)[1:], targets, t_lens, u_lens)  # wrong row count
     with pytest.raises(ValueError):
         rnnt_loss(logits, targets, t_lens, u_lens, blank=5)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_chunks_and_threads_do_not_change_results(monkeypatch, packed):
+    """Many small chunks per utterance, shared by worker threads or run inline: same numbers;
+    the caller's intra-op thread count is left as it was."""
+    import tlbench.reference_loss as reference
+
+    logits, targets, t_lens, u_lens = make_batch(SHAPES, vocab=9, dtype=torch.float32, seed=13, pad_t=1)
+    source = pack(logits, t_lens, u_lens) if packed else logits
+    fn = rnnt_loss_packed if packed else rnnt_loss
+
+    def loss_and_grad():
+        x = source.clone().requires_grad_()
+        loss = fn(x, targets, t_lens, u_lens, reduction="sum")
+        loss.backward()
+        return loss.detach(), x.grad
+
+    expected = loss_and_grad()
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(reference, "_CHUNK_ELEMENTS", 2 * 9 * 7)  # two frames of the widest grid
+    for num_threads in (1, 2):
+        torch.set_num_threads(num_threads)
+        try:
+            got = loss_and_grad()
+            assert torch.get_num_threads() == num_threads
+        finally:
+            torch.set_num_threads(threads)
+        torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(got[1], expected[1], rtol=1e-6, atol=1e-7)

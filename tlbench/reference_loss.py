@@ -503,7 +503,15 @@ def rnnt_loss(
       one_sym_per_frame: the modified transducer (at most one label per frame).
 
     Returns:
-      the loss, a scalar (or ``(N,)`` for ``"none"``) of the logits' dtype.
+      the loss, a scalar (or ``(N,)`` for ``"none"``) of the logits' dtype; the per-utterance
+      losses and their reduction are computed in float64 and rounded once.
+
+    Notes:
+      Extra memory during backward: the gradient of the logits plus about two floats per cell
+      of ``(N, T, U + 1)`` (non-contiguous logits are first copied). On CPU the passes over
+      the logits are shared by ``torch.get_num_threads()`` worker threads running
+      single-threaded kernels; meanwhile the process-wide intra-op thread count is 1, and it
+      is restored when forward and backward return.
     """
     return _loss(logits, targets, logit_lengths, target_lengths, blank, reduction, one_sym_per_frame, packed=False)
 
