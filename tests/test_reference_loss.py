@@ -278,3 +278,17 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, packed):
             torch.set_num_threads(threads)
         torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=0)
         torch.testing.assert_close(got[1], expected[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("t_len, u_len", [(7, 0), (1, 3), (1, 0)])
+def test_float64_degenerate_grids_backward(t_len, u_len):
+    # T = 1 or U + 1 = 1 makes the (N, U+1, T) transpose contiguous already: the recursion
+    # must still work on its own copy, not alias the autograd input.
+    from tlbench.reference_loss import rnnt_loss
+
+    logits = torch.randn(2, t_len, u_len + 1, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, 6, (2, u_len))
+    lengths = torch.tensor([t_len, t_len]), torch.tensor([u_len, u_len])
+    loss = rnnt_loss(logits, targets, *lengths, blank=0, reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()

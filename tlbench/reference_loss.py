@@ -305,7 +305,9 @@ class _TransducerLogZ(torch.autograd.Function):
     def _to_grid(values, cells, grid):
         """-> ``(N, U + 1, T)`` float64 (column-major), 0 where no cell maps."""
         if cells is None:
-            return values.to(torch.float64).transpose(1, 2).contiguous()
+            # copy=True: with float64 input of a degenerate shape (T = 1 or U + 1 = 1) the
+            # transpose is already contiguous and would alias the input, which is filled in place.
+            return values.transpose(1, 2).to(torch.float64, memory_format=torch.contiguous_format, copy=True)
         n, t_max, u1_max = grid
         out = values.new_zeros(n * t_max * u1_max, dtype=torch.float64)
         out[cells] = values.to(torch.float64)
