@@ -38,12 +38,6 @@ class TransducerBatch:
         boundary[:, 3] = self.logit_lengths
         return boundary
 
-    def shape_summary(self) -> dict:
-        t_max = max(t for t, _ in self.shapes)
-        u_max = max(u for _, u in self.shapes)
-        return {"num_utterances": len(self.shapes), "T_max": t_max, "U_max": u_max,
-                "shapes": [list(tu) for tu in self.shapes]}
-
 
 def make_batch(shapes: Sequence[Tuple[int, int]], vocab_size: int, dim: int, device: torch.device,
                logits_dtype: torch.dtype = torch.float32) -> TransducerBatch:
