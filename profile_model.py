@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import datetime
 import glob
-import itertools
 import os
 import platform
 import sys
@@ -45,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tlbench.errors import UsageError, exit_on_usage_error
 from tlbench.harness import (EXIT_CODES, STATUS_OK, STATUS_UNAVAILABLE, BackendUnavailable,
-                             _device_name, _finite_or_none, _TraceWriter, classify_step_failure)
+                             _device_name, _finite_or_none, _TraceWriter, classify_step_failure, plan_batches)
 from tlbench.io import atomic_write_json, atomic_write_text
 from tlbench.model import SUBSAMPLING_FACTOR, ModelConfig
 from tlbench.options import RunConfig, add_run_arguments, resolve_config, resolve_device, resolve_preset
@@ -540,7 +539,7 @@ def run_profile(request: ProfileRequest) -> dict:
     import torch
     from tqdm import tqdm
 
-    from shape_sampler import ShapeSampler, SortedShapeSampler, load_shape_info
+    from shape_sampler import load_shape_info
     from tlbench.measurement import StepMeasurement
     from tlbench.model import TransducerModel, input_length_for
     from tlbench.trace import parse_trace
@@ -592,12 +591,7 @@ def run_profile(request: ProfileRequest) -> dict:
                    label=f"{request.run_name} ({backend.label(LOSSES[request.loss][0])})")
 
     shape_info = load_shape_info(config.shape_info)
-    sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
-               else ShapeSampler(shape_info, config.batch_size))
-    if len(sampler) == 0:
-        raise UsageError(f"--batch-size {config.batch_size} is larger than the shape table "
-                         f"({shape_info.size(0)} rows): no full batch; use a smaller --batch-size")
-    batches = list(itertools.islice(itertools.cycle(sampler), config.num_steps))
+    batches, summary["batches_reused"] = plan_batches(shape_info, config)
 
     activities = [torch.profiler.ProfilerActivity.CPU]
     if config.device == "cuda":

@@ -173,10 +173,28 @@ class _TraceWriter:
                            f"# key_averages(group_by_stack_n=10), sorted by {self.sort_by}, 8 rows\n{table}\n")
 
 
+def plan_batches(shape_info, config: RunConfig) -> Tuple[list, bool]:
+    """The batches of all ``config.num_steps`` steps, as lists of (T, U), and whether the
+    sampler had to start over (fewer batches than steps).
+
+    Args:
+      shape_info: ``(N, 2)`` int64 table of [T, U] rows, already validated.
+    """
+    from shape_sampler import ShapeSampler, SortedShapeSampler
+
+    sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
+               else ShapeSampler(shape_info, config.batch_size))
+    if len(sampler) == 0:
+        raise UsageError(f"--batch-size {config.batch_size} is larger than the shape table "
+                         f"({shape_info.size(0)} rows): no full batch; use a smaller --batch-size")
+    batches = list(itertools.islice(itertools.cycle(sampler), config.num_steps))
+    return batches, config.num_steps > len(sampler)
+
+
 def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional[List[str]] = None) -> dict:
     """Runs one implementation under the profiler and returns its summary (also written)."""
     import torch
-    from shape_sampler import ShapeSampler, SortedShapeSampler, load_shape_info
+    from shape_sampler import load_shape_info
 
     from .data import Joiner, make_batch, rescale_frames
     from .trace import parse_trace
@@ -243,13 +261,7 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
         if shape_info.size(0) == 0:
             raise UsageError(f"--max-utterance-frames {config.max_utterance_frames} leaves no utterance in "
                              f"{config.shape_info}; use a larger value")
-    sampler = (SortedShapeSampler(shape_info, config.max_frames) if config.sort_utterance
-               else ShapeSampler(shape_info, config.batch_size))
-    if len(sampler) == 0:
-        raise UsageError(f"--batch-size {config.batch_size} is larger than the shape table "
-                         f"({shape_info.size(0)} rows): no full batch; use a smaller --batch-size")
-    batches = list(itertools.islice(itertools.cycle(sampler), config.num_steps))
-    summary["batches_reused"] = config.num_steps > len(sampler)
+    batches, summary["batches_reused"] = plan_batches(shape_info, config)
 
     device = torch.device(config.device)
     logits_dtype = getattr(torch, config.dtype)
