@@ -128,8 +128,7 @@ def classify_step_failure(error: BaseException, step: int, shapes, dtype: str = 
     Out of memory -> "oom"; a non-float32 dtype the library refuses -> "unsupported";
     anything else -> "error" (with the traceback's tail in the details).
     """
-    failing = {"step": step, "num_utterances": len(shapes),
-               "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes)}
+    failing = {"step": step, **_batch_size_summary(shapes)}
     details: dict = {"failing_batch": failing}
     first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     if _is_out_of_memory(error):
@@ -346,9 +345,12 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     return finish(status, reason)
 
 
+def _batch_size_summary(shapes) -> dict:
+    return {"num_utterances": len(shapes), "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes)}
+
+
 def _shape_summary(shapes) -> dict:
-    return {"num_utterances": len(shapes), "T_max": max(t for t, _ in shapes), "U_max": max(u for _, u in shapes),
-            "shapes": [list(tu) for tu in shapes]}
+    return {**_batch_size_summary(shapes), "shapes": [list(tu) for tu in shapes]}
 
 
 def summary_line(summary: dict) -> str:
