@@ -9,20 +9,23 @@ records one step per mode. numba's JIT compilation runs on a tiny problem before
 so that it never lands in a measured step.
 """
 
-from tlbench.data import full_logits
-from tlbench.harness import Backend, BackendUnavailable, LossImplementation, main
+from tlbench.harness import main
+from tlbench.implementation import Backend, BackendUnavailable, LossImplementation, VerifyVariant
+
+INSTALL = "pip install warprnnt-numba==0.4.1 numba==0.68.1"
+# Its CPU path issues Python-level torch ops per lattice cell (2-3 ms per cell here):
+# verification problems with more cells than this are skipped on CPU.
+CPU_MAX_CELLS = 1500
 
 
 def load_backend() -> Backend:
     try:
         import importlib.metadata
 
-        from warprnnt_numba import RNNTLossNumba
-    except ImportError as error:
-        raise BackendUnavailable(f"warprnnt_numba cannot be imported ({error})",
-                                 "pip install warprnnt-numba==0.4.1 numba==0.68.1") from None
-    return Backend("warprnnt_numba", importlib.metadata.version("warprnnt-numba"),
-                   RNNTLossNumba(blank=0, reduction="sum"))
+        import warprnnt_numba
+    except Exception as error:
+        raise BackendUnavailable(f"warprnnt_numba cannot be imported ({error})", INSTALL) from None
+    return Backend("warprnnt_numba", importlib.metadata.version("warprnnt-numba"), warprnnt_numba)
 
 
 def warm_up(backend, device) -> None:
@@ -30,23 +33,43 @@ def warm_up(backend, device) -> None:
 
     logits = torch.zeros(1, 2, 2, 3, device=device, requires_grad=True)  # (N, T, U+1, V)
     ones = torch.ones(1, dtype=torch.int32, device=device)
-    backend.module(logits, ones.view(1, 1), 2 * ones, ones).backward()
+    backend.module.RNNTLossNumba(blank=0, reduction="sum")(logits, ones.view(1, 1), 2 * ones, ones).backward()
 
 
-def compute_loss(loss_module, logits, batch, joiner):
+def compute_loss(backend, logits, batch, joiner):
     """logits: (N, T, U+1, V) float32; labels (N, U) int32; lengths (N,) int32."""
-    loss = loss_module(logits, batch.targets, batch.logit_lengths, batch.target_lengths)
+    loss = backend.module.RNNTLossNumba(blank=0, reduction="sum")(logits, batch.targets, batch.logit_lengths,
+                                                                   batch.target_lengths)
     return loss, loss
+
+
+def verify_call(backend, problem, device):
+    x = problem.leaf("logits", device)  # it applies log_softmax itself on CPU
+    losses = backend.module.RNNTLossNumba(blank=0, reduction="none")(
+        x, problem.ints("targets", device), problem.ints("logit_lengths", device), problem.ints("target_lengths", device))
+    losses.sum().backward()
+    return losses, {"logits": x.grad}
+
+
+def too_big_for_cpu(problem, device):
+    if device == "cpu" and problem.num_cells > CPU_MAX_CELLS:
+        return (f"{problem.num_cells} lattice cells > {CPU_MAX_CELLS}: its CPU path runs Python-level torch ops per "
+                "cell (too slow here)")
+    return None
 
 
 IMPLEMENTATION = LossImplementation(
     name="warprnnt_numba",
     load_backend=load_backend,
-    prepare=lambda backend, batch, joiner: full_logits(batch, joiner),
-    loss=lambda backend, logits, batch, joiner: compute_loss(backend.module, logits, batch, joiner),
+    loss=compute_loss,
+    layout="4-D",
+    install_hint=INSTALL,
+    description="warprnnt_numba.RNNTLossNumba on 4-D logits",
     warm_up=warm_up,
     hide_inner_ops=True,
     quick_overrides={"max_utterance_frames": 50, "max_frames": 50, "wait": 0, "warmup": 0, "active": 1, "repeat": 1},
+    verify=(VerifyVariant("RNNTLossNumba", verify_call, skip=too_big_for_cpu),),
+    loss_only=(),
 )
 
 if __name__ == "__main__":

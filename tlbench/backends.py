@@ -1,15 +1,21 @@
-"""Imports of the optional loss libraries, with the reason and install hint when missing."""
+"""Imports of the loss libraries that more than one implementation uses."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 
-from .harness import Backend, BackendUnavailable
+from .errors import first_line
+from .implementation import Backend, BackendUnavailable
+
+__all__ = ["SETUP_HINT", "K2_HINT", "load_k2_or_fast_rnnt", "load_optimized_transducer", "package_version"]
 
 SETUP_HINT = "run 'bash scripts/setup.sh', which builds it from the registry's source distribution"
+K2_HINT = f"install k2 with 'k2utils install k2', or fast_rnnt: {SETUP_HINT}"
 
 
-def _version(distribution: str, module) -> str:
+def package_version(distribution: str, module=None) -> str:
+    """The installed distribution's version, else the module's ``__version__``."""
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -24,11 +30,10 @@ def load_k2_or_fast_rnnt() -> Backend:
         try:
             module = importlib.import_module(module_name)
         except Exception as error:  # a k2 wheel built for another torch fails with OSError
-            errors.append(f"{module_name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+            errors.append(f"{module_name}: {first_line(error)}")
             continue
-        return Backend(module_name, _version(module_name, module), module)
-    raise BackendUnavailable("neither k2 nor fast_rnnt can be imported (" + "; ".join(errors) + ")",
-                             f"install k2 with 'k2utils install k2', or fast_rnnt: {SETUP_HINT}")
+        return Backend(module_name, package_version(module_name, module), module)
+    raise BackendUnavailable("neither k2 nor fast_rnnt can be imported (" + "; ".join(errors) + ")", K2_HINT)
 
 
 def load_optimized_transducer() -> Backend:
@@ -36,4 +41,5 @@ def load_optimized_transducer() -> Backend:
         import optimized_transducer
     except Exception as error:
         raise BackendUnavailable(f"optimized_transducer cannot be imported ({error})", SETUP_HINT) from None
-    return Backend("optimized_transducer", _version("optimized_transducer", optimized_transducer), optimized_transducer)
+    return Backend("optimized_transducer", package_version("optimized_transducer", optimized_transducer),
+                   optimized_transducer)

@@ -10,6 +10,10 @@ from typing import List, Optional
 
 from . import REPO_DIR
 from .errors import UsageError
+from .io import check_input_file, check_output_dir
+
+__all__ = ["DEFAULT_SEED", "DTYPES", "PRESETS", "Preset", "RunConfig", "add_run_arguments", "forwarded_flags",
+           "parse_bool", "resolve_config", "resolve_device", "resolve_preset"]
 
 DEFAULT_SEED = 20220227
 
@@ -66,8 +70,8 @@ class RunConfig:
     def mode(self) -> str:
         """Batching mode, also the run folder's suffix: ``30`` or ``max-frames-10000``, plus
         ``-float16``, ``-sub8`` or ``-tmax100`` when dtype, subsampling or the utterance-length
-        cap differ from the published float32, 4x and none, so that such runs never overwrite the standard ones (use --out-dir to keep
-        runs with other sizes apart)."""
+        cap differ from the published float32, 4x and none, so that such runs never overwrite
+        the standard ones (use --out-dir to keep runs with other sizes apart)."""
         base = f"max-frames-{self.max_frames}" if self.sort_utterance else str(self.batch_size)
         if self.dtype != "float32":
             base += f"-{self.dtype}"
@@ -79,7 +83,26 @@ class RunConfig:
 
     @property
     def num_steps(self) -> int:
-        return (self.wait + self.warmup + self.active) * self.repeat
+        return self.schedule.num_steps
+
+    @property
+    def schedule(self):
+        from .profiling import Schedule
+
+        return Schedule(self.wait, self.warmup, self.active, self.repeat)
+
+    def fingerprint(self, implementation: str) -> str:
+        """A hash of everything that defines a run of ``implementation`` under this config
+        (the shape table by content, not path; not where the results go): what ``--resume``
+        compares."""
+        import hashlib
+        import json
+
+        defining = {k: v for k, v in self.to_dict().items() if k not in ("out_dir", "preset_reason", "shape_info")}
+        with open(self.shape_info, "rb") as f:
+            defining["shape_info_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        defining["implementation"] = implementation
+        return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:16]
 
     def run_dir(self, name: str) -> str:
         return os.path.join(self.out_dir, f"{name}-{self.mode}")
@@ -88,7 +111,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes"):
         return True
@@ -107,7 +130,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool =
         parser.add_argument("--sort-utterance", default="both",
                             help="false: fixed batch size; true: sorted, packed by --max-frames; both (default)")
     else:
-        parser.add_argument("--sort-utterance", type=_bool, default=False,
+        parser.add_argument("--sort-utterance", type=parse_bool, default=False,
                             help="false (default): fixed batch size; true: sort by T and pack up to --max-frames")
     parser.add_argument("--batch-size", type=int, default=None, help="utterances per batch when not sorting")
     parser.add_argument("--max-frames", type=int, default=None, help="most frames (sum of T) per sorted batch")
@@ -128,10 +151,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool =
 
 
 def resolve_device(requested: str) -> str:
-    import torch
-
+    """``auto`` -> ``cuda`` when a GPU is available, else ``cpu``; raises UsageError for an
+    unknown device or ``cuda`` without a GPU."""
     if requested not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {requested!r} is not allowed; use auto, cpu or cuda")
+    import torch
+
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -178,9 +203,8 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         raise UsageError(f"--dtype {args.dtype!r} is not allowed; use {', '.join(DTYPES)}")
     if args.subsampling_factor not in (2, 4, 6, 8):
         raise UsageError(f"--subsampling-factor {args.subsampling_factor} is not allowed; use 2, 4, 6 or 8")
-    shape_info = os.path.abspath(args.shape_info)
-    if not os.path.isfile(shape_info):
-        raise UsageError(f"--shape-info {args.shape_info!r} does not exist; pass an existing shape table file")
+    shape_info = check_input_file(args.shape_info, "--shape-info", "shape table file")
+    out_dir = check_output_dir(args.out_dir, "--out-dir")
     from shape_sampler import load_shape_info
 
     load_shape_info(shape_info)  # fail on a bad table before any run folder is touched
@@ -199,7 +223,7 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         vocab_size=_positive(args.vocab_size, "--vocab-size", 500, minimum=2),
         encoder_out_dim=_positive(args.encoder_out_dim, "--encoder-out-dim", 512),
         seed=args.seed,
-        out_dir=os.path.abspath(args.out_dir),
+        out_dir=out_dir,
         dtype=args.dtype,
         subsampling_factor=args.subsampling_factor,
         max_utterance_frames=(None if max_utterance_frames is None

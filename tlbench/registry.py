@@ -1,21 +1,34 @@
-"""The benchmark scripts the whole-suite command knows, in the order it runs them."""
+"""The only list of implementations; every tool selects from it or loads one from outside.
+
+A built-in implementation is the ``IMPLEMENTATION`` of its ``benchmark_<impl>.py``. Any other
+:class:`~tlbench.implementation.LossImplementation` joins with ``--impl MODULE_OR_FILE:NAME``:
+a module path (importable from the current directory or ``sys.path``) or a ``.py`` file, and
+the name of the object in it.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
-from typing import Dict
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import REPO_DIR
+from .errors import UsageError
+from .implementation import LossImplementation
 
-# implementation name (run-folder prefix) -> script at the repository's top level
-SCRIPTS: Dict[str, str] = {
+__all__ = ["BUILTIN", "builtin_names", "command_for", "is_builtin", "load", "resolve_spec", "select"]
+
+# implementation name -> its script at the repository's top level, in the suite's order
+BUILTIN: Dict[str, str] = {
     "torchaudio": "benchmark_torchaudio.py",
     "optimized_transducer": "benchmark_ot.py",
     "k2": "benchmark_k2.py",
     "k2_pruned": "benchmark_k2_pruned.py",
+    "fused": "benchmark_fused.py",
     "warprnnt_numba": "benchmark_warprnnt_numba.py",
+    "nemo": "benchmark_nemo.py",
     "warp_transducer": "benchmark_warp_transducer.py",
     "warp_rnnt": "benchmark_warp_rnnt.py",
     "speechbrain": "benchmark_speechbrain.py",
@@ -23,19 +36,112 @@ SCRIPTS: Dict[str, str] = {
 }
 
 
-def script_path(name: str) -> str:
-    return os.path.join(REPO_DIR, SCRIPTS[name])
+def builtin_names() -> List[str]:
+    return [name for name, script in BUILTIN.items() if os.path.isfile(os.path.join(REPO_DIR, script))]
 
 
-def load_implementation(name: str):
-    """The ``IMPLEMENTATION`` (a harness.LossImplementation) defined by ``benchmark_<impl>.py``.
+def is_builtin(spec: str) -> bool:
+    return spec in BUILTIN
 
-    Importing a script is cheap: its loss library is imported only by ``load_backend``.
+
+def _from_file(path: str):
+    module_name = "tlbench_external_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"--impl file {path!r} cannot be imported; pass a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolve_spec(spec: str) -> str:
+    """The form of ``spec`` a subprocess can load: a file path made absolute."""
+    if is_builtin(spec) or ":" not in spec:
+        return spec
+    source, name = spec.rsplit(":", 1)
+    if source.endswith(".py") or os.sep in source:
+        return f"{os.path.abspath(source)}:{name}"
+    return spec
+
+
+def load(spec: str) -> LossImplementation:
+    """A built-in name, or ``MODULE_OR_FILE:NAME``, -> its LossImplementation (UsageError if not)."""
+    allowed = f"use one of {', '.join(builtin_names())} or MODULE_OR_FILE:NAME"
+    if is_builtin(spec):
+        if REPO_DIR not in sys.path:
+            sys.path.insert(0, REPO_DIR)
+        impl = importlib.import_module(os.path.splitext(BUILTIN[spec])[0]).IMPLEMENTATION
+        assert impl.name == spec, (impl.name, spec)
+        return impl
+    if ":" not in spec:
+        raise UsageError(f"implementation {spec!r} is not allowed; {allowed}")
+    source, name = spec.rsplit(":", 1)
+    if not source or not name:
+        raise UsageError(f"--impl {spec!r} is not allowed; expected MODULE_OR_FILE:NAME")
+    try:
+        if source.endswith(".py") or os.sep in source:
+            if not os.path.isfile(source):
+                raise UsageError(f"--impl {spec!r}: file {source!r} does not exist")
+            module = _from_file(source)
+        else:
+            if os.getcwd() not in sys.path:  # like `python -m`: modules of the current directory
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(source)
+    except UsageError:
+        raise
+    except Exception as error:  # a broken user module: one line, not its traceback
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"--impl {spec!r}: importing {source!r} failed ({type(error).__name__}: {first})") from None
+    impl = getattr(module, name, None)
+    if not isinstance(impl, LossImplementation):
+        found = "nothing" if impl is None else f"a {type(impl).__name__}"
+        raise UsageError(f"--impl {spec!r}: {name!r} in {source!r} is {found}; expected a "
+                         "tlbench.implementation.LossImplementation")
+    if is_builtin(impl.name):
+        raise UsageError(f"--impl {spec!r}: its name {impl.name!r} is a built-in implementation's; choose another")
+    return impl
+
+
+def _split(values: Iterable[Optional[str]]) -> List[str]:
+    names: List[str] = []
+    for value in values:
+        for part in (value or "").split(","):
+            if part.strip() and part.strip() not in names:
+                names.append(part.strip())
+    return names
+
+
+def select(only: Optional[str] = None, impls: Sequence[str] = ()) -> List[str]:
+    """The specs to run: ``--only`` built-in names and ``--impl`` specs (comma-separated or
+    repeated), in the registry's order then as given; all built-ins when both are empty.
+
+    Every spec is checked by loading it (cheap: libraries load only in ``load_backend``).
     """
-    from .errors import UsageError
+    chosen = _split([only]) + [s for s in _split(impls) if s not in _split([only])]
+    if only is not None and not _split([only]):
+        raise UsageError(f"--only {only!r} names no implementation; use one of {', '.join(builtin_names())}")
+    for name in _split([only]):
+        if not is_builtin(name):
+            raise UsageError(f"--only {name!r} is not a built-in implementation; use one of "
+                             f"{', '.join(builtin_names())} (or --impl MODULE_OR_FILE:NAME)")
+    if not chosen:
+        return builtin_names()
+    builtins = [n for n in builtin_names() if n in chosen]
+    external = [resolve_spec(s) for s in chosen if not is_builtin(s)]
+    for spec in external:
+        load(spec)
+    names = [load(s).name for s in external]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"--impl names {', '.join(duplicates)} more than once")
+    return builtins + external
 
-    if name not in SCRIPTS:
-        raise UsageError(f"implementation {name!r} is not allowed; use one of {', '.join(SCRIPTS)}")
-    if REPO_DIR not in sys.path:
-        sys.path.insert(0, REPO_DIR)
-    return importlib.import_module(os.path.splitext(SCRIPTS[name])[0]).IMPLEMENTATION
+
+def command_for(spec: str) -> List[str]:
+    """The command line (without flags) that benchmarks ``spec`` in its own process."""
+    if is_builtin(spec):
+        return [sys.executable, os.path.join(REPO_DIR, BUILTIN[spec])]
+    return [sys.executable, os.path.join(REPO_DIR, "benchmark_one.py"), "--impl", resolve_spec(spec)]

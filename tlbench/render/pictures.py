@@ -1,0 +1,309 @@
+"""Pictures (matplotlib, PNG, written atomically): the suite's per-mode bars, scatter, memory
+timelines and step-time distributions, the grid's heatmaps and the capacity chart."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+from typing import Dict, List, Optional
+
+from ..errors import first_line
+from ..io import atomic_save_figure
+from ..results import Picture, ReportRow, finite, is_measured, mode_sort_key, mode_title, sorted_for_table
+
+__all__ = ["PICTURE_DPI", "draw_memory_timeline", "draw_pictures", "draw_step_time_distribution",
+           "draw_step_time_memory", "draw_time_vs_memory", "pareto_frontier", "picture_path"]
+
+PICTURE_DPI = 120
+_BYTES_PER_MB = 2**20
+
+
+def _safe_file_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "unknown"
+
+
+def picture_path(pic_dir: str, kind: str, mode: str) -> str:
+    return os.path.join(pic_dir, f"{kind}-{_safe_file_part(mode)}.png")
+
+
+def _colours(rows: List[ReportRow]) -> Dict[str, str]:
+    """One colour per implementation, the same in every picture."""
+    from ..registry import BUILTIN
+
+    known = list(BUILTIN)
+    names = sorted({r.implementation for r in rows}, key=lambda n: (known.index(n) if n in known else len(known), n))
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def _device_text(mode_rows: List[ReportRow]) -> str:
+    devices = sorted({f"{r.device} ({r.device_name})" if r.device_name else str(r.device)
+                      for r in mode_rows if r.device})
+    return "; ".join(devices) or "unknown device"
+
+
+def _new_figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=PICTURE_DPI, layout="constrained")
+
+
+def _mb_text(value_mb: float) -> str:
+    """Enough digits that small CPU peaks (0.27 MB) and large GPU ones (12345 MB) both read well."""
+    digits = 0 if value_mb >= 100 else 1 if value_mb >= 1 else 2
+    return f"{value_mb:.{digits}f} MB"
+
+
+def _tick_label(row: ReportRow) -> str:
+    return row.name if row.backend in ("-", "?") else f"{row.name}\n{row.backend}"
+
+
+def _gap_label(row: ReportRow) -> str:
+    return "not measured" if row.status == "ok" else f"{row.status}, not measured"
+
+
+def draw_step_time_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str], path: str) -> Picture:
+    """Horizontal bars: average step time (ms) and peak memory (MB) per implementation."""
+    ordered = sorted_for_table(rows)
+    figure = _new_figure(12, 1.9 + 0.55 * len(ordered))
+    time_axes, memory_axes = figure.subplots(1, 2, sharey=True)
+    positions = list(range(len(ordered)))
+    panels = ((time_axes, [r.avg_step_time_us / 1000 if is_measured(r) else None for r in ordered],
+               "Average step time (ms)", lambda v: f"{v:.1f} ms"),
+              (memory_axes, [r.peak_memory_mb if r.status == "ok" else None for r in ordered],
+               "Peak memory (MB)", _mb_text))
+    for axes, values, label, value_text in panels:
+        largest = max((v for v in values if v is not None), default=1.0) or 1.0
+        for y, row, value in zip(positions, ordered, values):
+            if value is None:
+                axes.text(largest * 0.01, y, _gap_label(row), va="center", ha="left",
+                          fontsize=11, style="italic", color="firebrick")
+                continue
+            axes.barh(y, value, color=colours[row.implementation], height=0.6)
+            axes.text(value + largest * 0.01, y, value_text(value), va="center", ha="left", fontsize=10)
+        axes.set_xlim(0, largest * 1.3)
+        axes.set_xlabel(label + ", lower is better", fontsize=11)
+        axes.set_title(label, fontsize=12)
+        axes.grid(axis="x", alpha=0.3)
+    time_axes.set_yticks(positions, [_tick_label(r) for r in ordered], fontsize=10)
+    time_axes.set_ylim(len(ordered) - 0.5, -0.5)  # fastest on top; rows without a bar keep their place
+    title = f"Average step time and peak memory, {mode_title(mode)}"
+    figure.suptitle(f"{title}\n{_device_text(rows)}", fontsize=13)
+    atomic_save_figure(figure, path, PICTURE_DPI)
+    return Picture("step-time-memory", mode, title, path)
+
+
+def _memory_series(row: ReportRow, summary, problems: List[str], results_dir: str):
+    """(x in ms, y in MB) of allocated memory over the recorded steps of every trace, cycles
+    placed back to back (NaN between cycles so that the line breaks), or None."""
+    from ..profiling import trace_paths
+    from ..trace import TraceError, parse_trace
+
+    files = [t["file"] for t in summary.traces or [] if isinstance(t, dict) and t.get("file")]
+    if not files:
+        files = [os.path.relpath(p, row.run_dir) for p in trace_paths(row.run_dir)]
+    device = "cuda" if row.device == "cuda" else "cpu"
+    xs: List[float] = []
+    ys: List[float] = []
+    offset_ms = 0.0
+    for name in files:
+        path = os.path.join(row.run_dir, name)
+        try:
+            parsed = parse_trace(path)
+        except TraceError as error:
+            problems.append(f"{os.path.relpath(path, results_dir)}: not drawn in the memory timeline "
+                            f"({str(error).splitlines()[0][:200]})")
+            continue
+        if not parsed.steps:
+            continue
+        start_us = min(s.start_us for s in parsed.steps)
+        end_us = max(s.end_us for s in parsed.steps)
+        samples = [m for m in parsed.memory_samples if m.device == device]
+        before = [m for m in samples if m.time_us <= start_us]
+        inside = [m for m in samples if start_us < m.time_us <= end_us]
+        if not before and not inside:
+            continue
+        if xs:
+            xs.append(math.nan)
+            ys.append(math.nan)
+        if before:  # the level the recorded steps start from
+            xs.append(offset_ms)
+            ys.append(before[-1].total_allocated_bytes / _BYTES_PER_MB)
+        for sample in inside:
+            xs.append(offset_ms + (sample.time_us - start_us) / 1000)
+            ys.append(sample.total_allocated_bytes / _BYTES_PER_MB)
+        xs.append(offset_ms + (end_us - start_us) / 1000)  # hold the last level to the end of the steps
+        ys.append(ys[-1])
+        offset_ms += (end_us - start_us) / 1000
+    return (xs, ys) if xs else None
+
+
+def draw_memory_timeline(mode: str, rows: List[ReportRow], summaries: Dict[str, object], colours: Dict[str, str],
+                         path: str, problems: List[str], results_dir: str) -> Picture:
+    """Allocated memory (MB) over time within the recorded steps (ms), one line per implementation."""
+    figure = _new_figure(12, 6)
+    axes = figure.subplots()
+    drawn = 0
+    for row in sorted_for_table(rows):
+        summary = summaries.get(row.run_dir)
+        series = _memory_series(row, summary, problems, results_dir) if summary else None
+        if series is None:
+            continue
+        xs, ys = series
+        peak = max(y for y in ys if not math.isnan(y))
+        status = "" if row.status == "ok" else f", {row.status}"
+        axes.plot(xs, ys, drawstyle="steps-post", color=colours[row.implementation], linewidth=1.4,
+                  label=f"{row.name} (peak {_mb_text(peak)}{status})")
+        peak_index = ys.index(peak)
+        axes.plot([xs[peak_index]], [peak], marker="o", color=colours[row.implementation])
+        drawn += 1
+    if drawn:
+        axes.legend(loc="upper right", fontsize=10)
+        axes.set_ylim(bottom=0)
+        axes.set_xlim(left=0)
+    else:
+        axes.text(0.5, 0.5, "no [memory] events in the traces of this mode", transform=axes.transAxes,
+                  ha="center", va="center", fontsize=13, color="firebrick")
+    axes.set_xlabel("Time within the recorded profiler steps (ms); profiler cycles placed back to back", fontsize=11)
+    axes.set_ylabel("Allocated memory (MB)", fontsize=11)
+    axes.grid(alpha=0.3)
+    title = f"Allocated memory during the recorded steps, {mode_title(mode)}"
+    axes.set_title(f"{title}\n{_device_text(rows)}", fontsize=13)
+    atomic_save_figure(figure, path, PICTURE_DPI)
+    return Picture("memory-timeline", mode, title, path)
+
+
+def draw_step_time_distribution(mode: str, rows: List[ReportRow], summaries: Dict[str, object],
+                                colours: Dict[str, str], path: str) -> Picture:
+    """Box plot plus every recorded step (ms) per implementation, to show the noise."""
+    ordered = sorted_for_table(rows)
+    figure = _new_figure(12, 1.9 + 0.7 * len(ordered))
+    axes = figure.subplots()
+    positions = list(range(len(ordered)))
+    largest = 0.0
+    per_row = []
+    for row in ordered:
+        summary = summaries.get(row.run_dir)
+        steps = summary.step_times_us if summary is not None else []
+        times_ms = [t / 1000 for t in steps or [] if finite(t) is not None]
+        per_row.append(times_ms if row.status == "ok" else [])
+        largest = max([largest, *per_row[-1]])
+    largest = largest or 1.0
+    for y, row, times_ms in zip(positions, ordered, per_row):
+        colour = colours[row.implementation]
+        if not times_ms:
+            axes.text(largest * 0.01, y, _gap_label(row), va="center", ha="left", fontsize=11,
+                      style="italic", color="firebrick")
+            continue
+        axes.boxplot([times_ms], positions=[y], orientation="horizontal", widths=0.5, showmeans=True,
+                     patch_artist=True, boxprops={"facecolor": colour, "alpha": 0.35},
+                     medianprops={"color": "black"},
+                     meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black"})
+        count = len(times_ms)
+        jitter = [(-0.18 + 0.36 * i / (count - 1)) if count > 1 else 0.0 for i in range(count)]
+        axes.scatter(times_ms, [y + j for j in jitter], s=18, color=colour, edgecolors="black", linewidths=0.4,
+                     zorder=3)
+        axes.text(largest * 1.02, y, f"n={count}, median {statistics.median(times_ms):.1f} ms\n"
+                  f"min {min(times_ms):.1f}, max {max(times_ms):.1f} ms", va="center", ha="left", fontsize=9)
+    axes.set_xlim(0, largest * 1.35)
+    axes.set_ylim(len(ordered) - 0.5, -0.5)
+    axes.set_yticks(positions, [_tick_label(r) for r in ordered], fontsize=10)
+    axes.set_xlabel("Step time (ms) of each recorded step; box = quartiles, line = median, "
+                    "diamond = mean (the average step time)", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    title = f"Step time per recorded step, {mode_title(mode)}"
+    axes.set_title(f"{title}\n{_device_text(rows)}", fontsize=13)
+    atomic_save_figure(figure, path, PICTURE_DPI)
+    return Picture("step-time-distribution", mode, title, path)
+
+
+def draw_pictures(results, pic_dir: str) -> List[Picture]:
+    """Draws every picture of every mode of a :class:`tlbench.results.Results` into ``pic_dir``;
+    a picture that fails is named in ``results.problems``, never raised."""
+    problems = results.problems
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        problems.append("pictures not drawn: matplotlib is not installed (pip install matplotlib)")
+        return []
+    rows, summaries_by_run, results_dir = results.rows, results.summary_by_run(), results.results_dir
+    colours = _colours(rows)
+    pictures: List[Picture] = []
+    for mode in sorted({r.mode for r in rows}, key=mode_sort_key):
+        mode_rows = [r for r in rows if r.mode == mode]
+        jobs = (
+            ("step-time-memory", draw_step_time_memory, (mode, mode_rows, colours)),
+            ("time-vs-memory", draw_time_vs_memory, (mode, mode_rows, colours)),
+            ("memory-timeline", draw_memory_timeline, (mode, mode_rows, summaries_by_run, colours)),
+            ("step-time-distribution", draw_step_time_distribution, (mode, mode_rows, summaries_by_run, colours)),
+        )
+        for kind, draw, args in jobs:
+            path = picture_path(pic_dir, kind, mode)
+            extra = (problems, results_dir) if draw is draw_memory_timeline else ()
+            try:
+                picture = draw(*args, path, *extra)
+            except Exception as error:  # a picture must never cost the tables
+                problems.append(f"picture {os.path.basename(path)} not drawn: {first_line(error, with_type=True)}")
+                continue
+            if picture is not None:
+                pictures.append(picture)
+    return pictures
+
+
+def pareto_frontier(rows: List[ReportRow]) -> List[ReportRow]:
+    """The measured rows no other row beats on both step time and peak memory, by memory."""
+    measured = [r for r in rows if is_measured(r) and r.peak_memory_mb is not None]
+
+    def beats(o: ReportRow, r: ReportRow) -> bool:
+        at_least = o.avg_step_time_us <= r.avg_step_time_us and o.peak_memory_mb <= r.peak_memory_mb
+        return at_least and (o.avg_step_time_us < r.avg_step_time_us or o.peak_memory_mb < r.peak_memory_mb)
+
+    frontier = [r for r in measured if not any(beats(o, r) for o in measured if o is not r)]
+    return sorted(frontier, key=lambda r: r.peak_memory_mb)
+
+
+def draw_time_vs_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str], path: str) -> Optional[Picture]:
+    """Step time against peak memory, one point per measured implementation (log axes); the
+    frontier (the implementations nothing else beats on both) joined by a dashed line."""
+    measured = [r for r in rows if is_measured(r) and r.peak_memory_mb]
+    if not measured:
+        return None
+    figure = _new_figure(9, 6.5)
+    axes = figure.subplots()
+    frontier = pareto_frontier(measured)
+    if len(frontier) > 1:
+        axes.plot([r.peak_memory_mb for r in frontier], [r.avg_step_time_us / 1000 for r in frontier], linestyle="--",
+                  color="grey", linewidth=1.2, zorder=1, label="frontier (nothing is both faster and leaner)")
+    for row in measured:
+        on_frontier = row in frontier
+        axes.scatter([row.peak_memory_mb], [row.avg_step_time_us / 1000], s=90 if on_frontier else 55,
+                     color=colours[row.implementation], edgecolors="black", linewidths=1.2 if on_frontier else 0.4,
+                     zorder=3)
+        axes.annotate(f"{row.name}\n{row.avg_step_time_us / 1000:.1f} ms, {_mb_text(row.peak_memory_mb)}",
+                      (row.peak_memory_mb, row.avg_step_time_us / 1000), textcoords="offset points", xytext=(8, 6),
+                      fontsize=9)
+    from matplotlib.ticker import FuncFormatter
+
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+        axis.set_tick_params(which="minor", labelsize=7)
+    xs = [r.peak_memory_mb for r in measured]
+    ys = [r.avg_step_time_us / 1000 for r in measured]
+    axes.set_xlim(min(xs) / 2, max(xs) * 4)
+    axes.set_ylim(min(ys) / 2, max(ys) * 2)
+    axes.set_xlabel("Peak memory (MB, log scale), lower is better", fontsize=11)
+    axes.set_ylabel("Average step time (ms, log scale), lower is better", fontsize=11)
+    axes.grid(alpha=0.3, which="both")
+    if len(frontier) > 1:
+        axes.legend(loc="upper right", fontsize=9)
+    not_measured = [r.name for r in rows if r not in measured]
+    title = f"Step time against peak memory, {mode_title(mode)}"
+    subtitle = _device_text(rows) + (f"\nnot measured: {', '.join(not_measured)}" if not_measured else "")
+    axes.set_title(f"{title}\n{subtitle}", fontsize=12)
+    atomic_save_figure(figure, path, PICTURE_DPI)
+    return Picture("time-vs-memory", mode, title, path)

@@ -1,0 +1,160 @@
+"""Text renderings: the suite's report and comparison (markdown, CSV), and the tables printed
+by the other tools. Each function takes the tool's result dataclasses and returns a string."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import asdict
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
+           "rows_csv", "verify_table"]
+
+
+def fmt(value: Optional[float], digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[str] = None) -> str:
+    """A GitHub markdown table; ``align`` is one character per column, ``l`` or ``r``."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in (align or "l" * len(header)))
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]], pad_last: bool = False) -> str:
+    """Columns padded to their widest cell, ``" | "`` between them; the last column unpadded
+    unless ``pad_last`` (it is usually a free-text verdict)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    if not pad_last:
+        widths[-1] = len(header[-1])
+    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), "-+-".join("-" * w for w in widths)]
+    out += [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(out)
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return buffer.getvalue()
+
+
+def devices(summaries) -> List[str]:
+    """``cpu: <model> (2 cores)`` lines of the summaries' devices, each once."""
+    return sorted({f"{s.device}: {s.device_name}" if s.device_name else str(s.device) for s in summaries if s.device})
+
+
+def _status_cell(row) -> str:
+    status = row.status if row.status == "ok" else f"{row.status}: {row.reason or ''}".strip()
+    return " ".join(status.replace("|", "/").split())
+
+
+def report_markdown(results, pictures=None) -> str:
+    """The suite's report (``summary.md``) of a :class:`tlbench.results.Results`; ``pictures``
+    are embedded by paths relative to the results folder."""
+    from ..results import mode_sort_key, mode_title, sorted_for_table, takeaways
+
+    summaries = results.readable
+    rows = results.rows
+    out = io.StringIO()
+    out.write("# Transducer loss benchmark\n\n")
+    torch_versions = sorted({s.torch_version for s in summaries if s.torch_version})
+    backends = sorted({r.backend for r in rows if r.backend not in ("-", "?")})
+    presets = sorted({f"{s.preset} ({s.preset_reason})" for s in summaries if s.preset})
+    dates = sorted({s.created_at for s in summaries if s.created_at})
+    out.write(f"- Device: {'; '.join(devices(summaries)) or 'unknown'}\n")
+    out.write(f"- torch: {', '.join(torch_versions) or 'unknown'}; backends: {', '.join(backends) or 'none'}\n")
+    out.write(f"- Preset: {'; '.join(presets) or 'unknown'}\n")
+    if dates:
+        out.write(f"- Runs: {dates[0]} to {dates[-1]} (UTC)\n")
+    out.write("- Step = random data + joiner + loss + backward + zero grads; loss time = the loss call and its "
+              "backward (record_function region); peak memory = max allocated bytes in the profiler's memory events.\n")
+    for mode in sorted({r.mode for r in rows}, key=mode_sort_key):
+        mode_rows = [r for r in rows if r.mode == mode]
+        out.write(f"\n## {mode_title(mode)}\n\n")
+        table = [[r.name, r.backend, fmt(r.avg_step_time_us), fmt(r.loss_time_us), fmt(r.peak_memory_mb, 1),
+                  _status_cell(r)] for r in sorted_for_table(mode_rows)]
+        out.write(markdown_table(["Name", "Backend", "Average step time (us)", "Loss time (us)",
+                                  "Peak memory usage (MB)", "Status"], table, "llrrrl") + "\n")
+        out.write("\nTake-aways:\n")
+        for line in takeaways(mode_rows):
+            out.write(f"- {line}\n")
+        mode_pictures = [p for p in pictures or [] if p.mode == mode]
+        if mode_pictures:
+            out.write("\n")
+            for picture in mode_pictures:
+                link = os.path.relpath(picture.path, results.results_dir).replace(os.sep, "/")
+                out.write(f"![{picture.title}]({link})\n\n")
+    if results.problems:
+        out.write("\n## Problems\n\n")
+        for problem in results.problems:
+            out.write(f"- {problem}\n")
+    return out.getvalue()
+
+
+def rows_csv(rows) -> str:
+    """``summary.csv``: every field of every report row."""
+    if not rows:
+        return ""
+    fields = list(asdict(rows[0]).keys())
+    return csv_text(fields, [[asdict(r)[f] for f in fields] for r in rows])
+
+
+def comparison_markdown(sides: Dict, matched, only_here: List[str], only_other: List[str],
+                        problems: List[str]) -> str:
+    """``comparison.md``: step time and peak memory of two result sets side by side."""
+
+    def cell(value: Optional[float], status: str, digits: int) -> str:
+        return fmt(value, digits) if value is not None else (status if status != "ok" else "-")
+
+    out = io.StringIO()
+    out.write("# Transducer loss benchmark: comparison\n\n")
+    for label, results in (("Here", sides["here"]), ("Other", sides["other"])):
+        summaries = results.readable
+        torch_versions = sorted({s.torch_version for s in summaries if s.torch_version})
+        out.write(f"- {label}: `{os.path.abspath(results.results_dir)}`; device "
+                  f"{'; '.join(devices(summaries)) or 'unknown'}; torch {', '.join(torch_versions) or 'unknown'}\n")
+    out.write("- Ratio = here / other: below 1 means here is faster (step time) or leaner (peak memory).\n\n")
+    table = [[r.name, r.mode, cell(r.step_time_here_us, r.status_here, 0),
+              cell(r.step_time_other_us, r.status_other, 0), fmt(r.step_time_ratio, 2),
+              cell(r.peak_memory_here_mb, r.status_here, 1),
+              cell(r.peak_memory_other_mb, r.status_other, 1), fmt(r.peak_memory_ratio, 2)] for r in matched]
+    if not table:
+        table = [["(no implementation and mode in common)", "", "", "", "", "", "", ""]]
+    out.write(markdown_table(["Name", "Mode", "Step time here (us)", "Step time other (us)", "Step time ratio",
+                              "Peak memory here (MB)", "Peak memory other (MB)", "Peak memory ratio"], table,
+                             "llrrrrrr") + "\n")
+    if only_here or only_other:
+        out.write("\n## Unmatched\n\n")
+        for line in only_here:
+            out.write(f"- only here: {line}\n")
+        for line in only_other:
+            out.write(f"- only in other: {line}\n")
+    if problems:
+        out.write("\n## Problems\n\n")
+        for problem in problems:
+            out.write(f"- {problem}\n")
+    return out.getvalue()
+
+
+def _format_error(value: Optional[float], how: Optional[str] = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.2g}" if math.isfinite(value) else str(value)
+    return f"{text} (sum)" if how == "sum" else text
+
+
+def verify_table(rows) -> str:
+    """``verify_losses.py``'s table: one line per :class:`tlbench.verify.Row`."""
+    header = ("implementation", "variant", "problem", "device", "dtype", "loss rel. err", "grad rel. err", "verdict")
+    lines = [(r.implementation, r.variant, r.problem, r.device, r.dtype, _format_error(r.loss_rel_err, r.loss_compared),
+              _format_error(r.grad_rel_err), r.verdict) for r in rows]
+    return plain_table(header, lines)
+

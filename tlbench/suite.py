@@ -1,0 +1,116 @@
+"""The whole suite: one job per implementation and batching mode, each in its own process.
+
+An implementation that is missing, crashes or runs out of memory is recorded with that status
+in its ``summary.json`` (written here when the process could not) and never stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from .errors import UsageError
+from .options import RunConfig, forwarded_flags, resolve_config
+from .registry import command_for, load
+from .summary import STATUS_ERROR, RunSummary, SummaryError
+
+__all__ = ["RunJob", "collect", "crash_summary", "plan_jobs", "run_job", "sort_modes"]
+
+
+def sort_modes(text: str) -> List[bool]:
+    """``--sort-utterance`` of the whole suite: ``true``, ``false`` or ``both``."""
+    choices = {"true": [True], "false": [False], "both": [False, True]}
+    if text.lower() not in choices:
+        raise UsageError(f"--sort-utterance {text!r} is not allowed; use true, false or both")
+    return choices[text.lower()]
+
+
+@dataclass
+class RunJob:
+    """One benchmark run: ``spec`` (a built-in name or MODULE_OR_FILE:NAME) in one mode.
+
+    ``command`` is the full command line of its process; its output goes to ``run.log`` in the
+    run folder.
+    """
+
+    spec: str
+    name: str
+    config: RunConfig
+    command: List[str]
+
+    @property
+    def run_dir(self) -> str:
+        return self.config.run_dir(self.name)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.config.mode}"
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.fingerprint(self.name)
+
+
+def plan_jobs(specs: Sequence[str], args) -> List[RunJob]:
+    """Every (implementation, mode) run of the suite, mode-major, with each implementation's own
+    config (its quick-preset overrides change its run folder)."""
+    jobs = []
+    for sort in sort_modes(args.sort_utterance):
+        for spec in specs:
+            impl = load(spec)
+            config = resolve_config(args, sort_utterance=sort, quick_overrides=impl.quick_overrides)
+            command = [*command_for(spec), *forwarded_flags(args), "--sort-utterance", str(sort).lower()]
+            jobs.append(RunJob(spec, impl.name, config, command))
+    return jobs
+
+
+def crash_summary(job: RunJob, reason: str) -> RunSummary:
+    """The summary of a run whose process ended without writing one (segfault, kill, usage error)."""
+    return RunSummary(
+        implementation=job.name, label=job.name, device=job.config.device, mode=job.config.mode, status=STATUS_ERROR,
+        reason=reason, command=job.command, run_dir=job.run_dir, config_hash=job.config_hash,
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _last_line(log_path: str) -> Optional[str]:
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1][:300] if lines else None
+
+
+def run_job(job: RunJob, env: Optional[dict] = None) -> RunSummary:
+    """Runs ``job`` in a subprocess; returns its summary, or records and returns an error one."""
+    os.makedirs(job.run_dir, exist_ok=True)
+    summary_path = os.path.join(job.run_dir, "summary.json")
+    if os.path.exists(summary_path):
+        os.remove(summary_path)  # a summary found afterwards is this run's
+    log_path = os.path.join(job.run_dir, "run.log")
+    # Modules of --impl MODULE:NAME resolve from the directory the suite was started in.
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), child_env.get("PYTHONPATH", "")) if p)
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.run(job.command, stdout=log, stderr=subprocess.STDOUT, text=True, env=child_env,
+                                 cwd=os.getcwd())
+    return collect(job, process.returncode, log_path)
+
+
+def collect(job: RunJob, returncode: Optional[int], log_path: Optional[str], how: str = "the benchmark process"
+            ) -> RunSummary:
+    """The summary a finished job left, or an error summary (written) saying how it ended."""
+    summary_path = os.path.join(job.run_dir, "summary.json")
+    try:
+        return RunSummary.load(summary_path)
+    except SummaryError:
+        pass
+    last = _last_line(log_path) if log_path else None
+    ended = f"exited with code {returncode}" if returncode is not None else "ended"
+    summary = crash_summary(job, f"{how} {ended} without a summary" + (f"; last output: {last}" if last else ""))
+    summary.write(summary_path)
+    return summary
+
