@@ -162,6 +162,7 @@ class LossImplementation:
         its encoder/decoder outputs, ``region(label)`` a context manager that labels a block.
         None: ``prepare`` + ``loss`` on the model's projected outputs and joiner.
       verify_note: shown when ``verify`` is empty.
+      loss_only_note: shown when ``loss_only`` is empty.
     """
 
     name: str
@@ -180,6 +181,7 @@ class LossImplementation:
     loss_only: Optional[Sequence[LossOnlyVariant]] = None
     model_loss: Optional[Callable[..., Tuple[Any, Any]]] = None
     verify_note: str = ""
+    loss_only_note: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or not all(c.isalnum() or c == "_" for c in self.name):

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ["comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
-           "rows_csv", "verify_table"]
+           "describe_profile", "label_table", "loss_only_table", "rows_csv", "verify_table"]
 
 
 def fmt(value: Optional[float], digits: int = 0) -> str:
@@ -158,3 +158,78 @@ def verify_table(rows) -> str:
               _format_error(r.grad_rel_err), r.verdict) for r in rows]
     return plain_table(header, lines)
 
+
+
+def loss_only_table(rows) -> str:
+    """``benchmark_loss_only.py``'s markdown table of :class:`tlbench.loss_only.LossOnlyMeasurement` rows."""
+    base = next((r.median_s for r in rows if r.implementation == "torchaudio" and r.median_s), None)
+    lines = []
+    for r in rows:
+        name = r.library if "(" in r.library else r.implementation  # "k2 (fast_rnnt 1.3)" names what ran
+        if r.variant:
+            name += f", {r.variant}"
+        if r.status != "ok" or r.median_s is None:
+            lines.append([name, r.layout, f"{r.status}: {r.reason}".replace("|", "/"), "", "", "", ""])
+            continue
+        lines.append([name, r.layout, f"{r.median_s:.3f}", f"{r.median_s / base:.3f}x" if base else "n/a",
+                      f"{r.extra_mb:.1f}", f"{r.extra_bytes / r.logits_bytes:.3f}x", f"{r.loss_value:.4f}"])
+    return markdown_table(["implementation", "layout", "median time (s)", "time vs torchaudio", "extra memory (MB)",
+                           "extra memory / logits size", "loss value"], lines)
+
+
+def _ms(value_us: Optional[float]) -> str:
+    return "-" if value_us is None else f"{value_us / 1000:.2f}"
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def label_table(summary) -> str:
+    """``profile_model.py``'s table of a :class:`tlbench.summary.RunSummary` it wrote: one row
+    per forward label with its backward label beside it."""
+    from ..model_profile import BACKWARD_SUFFIX, WHOLE_BACKWARD_LABEL
+
+    extras = summary.extras
+    labels = extras["labels"]
+    basis = "device" if summary.device == "cuda" else "CPU"
+    header = (f"{'label':<44} {'calls':>6} {'fwd ms/step':>12} {'bwd ms/step':>12} {'fwd %':>7} {'bwd %':>7} "
+              f"{'fwd+bwd %':>9} {'peak MB':>9}")
+    lines = [header, "-" * len(header)]
+    for label, depth in extras["label_order"]:
+        forward = labels.get(label, {})
+        backward = labels.get(label + BACKWARD_SUFFIX, {})
+        fwd_pct, bwd_pct = forward.get("share_of_step_pct"), backward.get("share_of_step_pct")
+        both = None if fwd_pct is None else fwd_pct + (bwd_pct or 0.0)
+        peak = max(forward.get("peak_memory_mb") or 0.0, backward.get("peak_memory_mb") or 0.0)
+        lines.append(f"{'  ' * depth + label:<44} {forward.get('calls', 0):>6} {_ms(forward.get('time_per_step_us')):>12} "
+                     f"{_ms(backward.get('time_per_step_us')):>12} {_pct(fwd_pct):>7} {_pct(bwd_pct):>7} "
+                     f"{_pct(both):>9} {peak:>9.1f}")
+    whole = labels.get(WHOLE_BACKWARD_LABEL, {})
+    lines.append(f"{WHOLE_BACKWARD_LABEL + ' (the whole loss.backward() call)':<44} {whole.get('calls', 0):>6} "
+                 f"{'':>12} {_ms(whole.get('time_per_step_us')):>12} {'':>7} {_pct(whole.get('share_of_step_pct')):>7}")
+    lines.append("-" * len(header))
+    lines.append(f"average step {summary.avg_step_time_us / 1000:.2f} ms over {len(summary.step_times_us)} "
+                 f"recorded steps; outside the top-level labels and {WHOLE_BACKWARD_LABEL} (data, zero_grad, "
+                 f"profiler): {_pct(extras['unlabelled_share_pct'])}%; peak memory {summary.peak_memory_mb:.1f} MB")
+    lines.append(f"times are {basis} times; bwd = the autograd nodes created inside the label (their "
+                 "evaluate_function events); 'peak MB' = largest total allocated "
+                 f"({extras['memory_device']}) while the label or those nodes ran")
+    return "\n".join(lines)
+
+
+def describe_profile(summary) -> str:
+    """The lines ``profile_model.py`` prints above its table: what ran, on what, with which batches."""
+    extras = summary.extras
+    model = extras["model"]
+    schedule = summary.schedule
+    return "\n".join([
+        f"{summary.label} on {summary.device} ({summary.device_name}), {summary.preset_reason}",
+        f"model: {extras['model_preset']}; sizes: {model['num_layers']} layers, dim {model['model_dim']}, "
+        f"{model['num_heads']} heads, feed-forward {model['ffn_dim']}, kernel {model['conv_kernel_size']}, "
+        f"decoder {model['decoder_dim']}, joiner {model['joiner_dim']}, V {model['vocab_size']} "
+        f"({extras.get('num_parameters', 0) / 1e6:.1f} M parameters)",
+        f"batches: {summary.batching}; schedule wait={schedule['wait']} warmup={schedule['warmup']} "
+        f"active={schedule['active']} repeat={schedule['repeat']}",
+        f"step: {extras['step']}",
+    ])
