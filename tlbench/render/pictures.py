@@ -14,7 +14,7 @@ from ..io import atomic_save_figure
 from ..results import Picture, ReportRow, finite, is_measured, mode_sort_key, mode_title, sorted_for_table
 
 __all__ = ["PICTURE_DPI", "draw_memory_timeline", "draw_pictures", "draw_step_time_distribution",
-           "draw_step_time_memory", "draw_time_vs_memory", "pareto_frontier", "picture_path"]
+           "draw_step_time_memory", "draw_time_vs_memory", "grid_heatmap", "pareto_frontier", "picture_path"]
 
 PICTURE_DPI = 120
 _BYTES_PER_MB = 2**20
@@ -307,3 +307,55 @@ def draw_time_vs_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str
     axes.set_title(f"{title}\n{subtitle}", fontsize=12)
     atomic_save_figure(figure, path, PICTURE_DPI)
     return Picture("time-vs-memory", mode, title, path)
+
+
+_GRID_MARK_COLOURS = {"skipped": "#d9d9d9", "oom": "#f4a6a6", "error": "#f7c98b",
+                 "unavailable": "#d9d9d9"}
+
+
+def grid_heatmap(result, which: str, path: str) -> None:
+    """One table as a picture: colour = value (log scale), N/A / OOM / ERR cells marked."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    from .tables import grid_memory_cell, grid_rtf_cell, grid_titles
+
+    spec, device = result.spec, result.settings.device
+    values = np.full((len(spec.durations_s), len(spec.batch_sizes)), np.nan)
+    texts = [["" for _ in spec.batch_sizes] for _ in spec.durations_s]
+    for i in range(len(spec.durations_s)):
+        for j in range(len(spec.batch_sizes)):
+            cell = result.cell(i, j)
+            value = cell.rtf if which == "rtf" else cell.peak_memory_gb
+            if value is not None and value > 0:
+                values[i, j] = value
+            text = grid_rtf_cell(cell, device) if which == "rtf" else grid_memory_cell(cell)
+            texts[i][j] = text.replace(" + ", "\n+ ")
+    finite = values[np.isfinite(values)]
+    fig = _new_figure(1.9 + 1.6 * len(spec.batch_sizes), 1.2 + 0.6 * len(spec.durations_s))
+    ax = fig.subplots()
+    norm = LogNorm(vmin=finite.min(), vmax=max(finite.max(), finite.min() * 1.0001)) if finite.size else None
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", norm=norm, aspect="auto")
+    for i in range(len(spec.durations_s)):
+        for j in range(len(spec.batch_sizes)):
+            cell = result.cell(i, j)
+            if cell.status != "ok":
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_GRID_MARK_COLOURS.get(cell.status, "#d9d9d9"),
+                                       hatch="//", edgecolor="white", linewidth=0))
+                colour = "black"
+            else:
+                shade = norm(values[i, j]) if norm is not None and np.isfinite(values[i, j]) else 0.0
+                colour = "black" if shade > 0.6 else "white"
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(spec.batch_sizes)), [str(b) for b in spec.batch_sizes])
+    ax.set_yticks(range(len(spec.durations_s)), [f"{d:g} s" for d in spec.durations_s])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("duration")
+    title = grid_titles(result)[0 if which == "rtf" else 1]
+    if which == "rtf" and device == "cuda":
+        title = "real-time factor (colour: wall time; text: CPU + CUDA)"
+    ax.set_title(f"{result.label}, {device}\n{title}", fontsize=9)
+    if finite.size:
+        fig.colorbar(image, ax=ax, label="RTF" if which == "rtf" else "GB")
+    atomic_save_figure(fig, path, PICTURE_DPI)

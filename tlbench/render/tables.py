@@ -11,7 +11,8 @@ from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ["comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
-           "describe_profile", "label_table", "loss_only_table", "rows_csv", "verify_table"]
+           "describe_profile", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell", "grid_rtf_cell",
+           "grid_titles", "label_table", "loss_only_table", "rows_csv", "verify_table"]
 
 
 def fmt(value: Optional[float], digits: int = 0) -> str:
@@ -233,3 +234,97 @@ def describe_profile(summary) -> str:
         f"active={schedule['active']} repeat={schedule['repeat']}",
         f"step: {extras['step']}",
     ])
+
+
+def _grid_marks():
+    from ..grid import CELL_MARKS
+
+    return CELL_MARKS
+
+
+def _frames_per_second() -> int:
+    from ..grid import FRAMES_PER_SECOND
+
+    return FRAMES_PER_SECOND
+
+
+def grid_rtf_cell(cell, device: str) -> str:
+    if cell.status != "ok":
+        return _grid_marks().get(cell.status, cell.status.upper())
+    if device == "cuda":
+        return f"{cell.rtf_cpu:.2E} + {cell.rtf_cuda:.2E}"
+    return f"{cell.rtf:.2E}"
+
+
+def grid_memory_cell(cell) -> str:
+    if cell.status != "ok":
+        return _grid_marks().get(cell.status, cell.status.upper())
+    return f"{cell.peak_memory_gb:.3g}"
+
+
+def _grid_rows(result, formatter) -> List[List[str]]:
+    rows = []
+    for i, duration_s in enumerate(result.spec.durations_s):
+        rows.append([f"{duration_s:g} s"] + [formatter(result.cell(i, j)) for j in range(len(result.spec.batch_sizes))])
+    return rows
+
+
+def grid_titles(result) -> Tuple[str, str]:
+    rtf = ("real-time factor, CPU + CUDA (compute time / audio time)" if result.settings.device == "cuda"
+           else "real-time factor (compute time / audio time)")
+    return rtf, "peak memory (GB)"
+
+
+def grid_markdown(result) -> str:
+    """Both tables (durations as rows, batch sizes as columns) with a header saying what ran."""
+    settings = result.settings
+    lines = [f"## {result.label} on {settings.device} ({result.device_name})", "",
+             f"T = duration x {_frames_per_second()} / {settings.subsampling_factor}, U = round({settings.tokens_per_frame:.4f}"
+             f" x T) ({settings.tokens_per_frame_source}), V = {settings.vocab_size}, C = {settings.encoder_out_dim}; "
+             f"6 steps per cell, the last 2 recorded"
+             + ("; N/A: skipped by --triangle-only" if result.spec.triangle_only else ""), ""]
+    if result.status == "unavailable":
+        return "\n".join(lines + [f"unavailable: {result.reason}", ""])
+    header = ["duration \\ batch size"] + [str(b) for b in result.spec.batch_sizes]
+    for title, formatter in zip(grid_titles(result), (lambda c: grid_rtf_cell(c, settings.device), grid_memory_cell)):
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in _grid_rows(result, formatter)]
+        lines.append("")
+    failures = [c for c in result.cells if c.status in ("error", "oom")]
+    for cell in failures:
+        lines.append(f"- {_grid_marks()[cell.status]} at {cell.duration_s:g} s x {cell.batch_size}: {cell.reason}")
+    return "\n".join(lines + ([""] if failures else []))
+
+
+GRID_CSV_COLUMNS = ["implementation", "label", "device", "duration_s", "batch_size", "T", "U", "status", "rtf", "rtf_cpu",
+               "rtf_cuda", "peak_memory_gb", "audio_s", "num_recorded_steps", "reason"]
+
+
+def grid_csv(result) -> str:
+    rows = []
+    for cell in result.cells:
+        values = {"implementation": result.implementation, "label": result.label, "device": result.settings.device,
+                  "num_recorded_steps": len(cell.step_times_us), **cell.to_dict()}
+        rows.append([values[c] for c in GRID_CSV_COLUMNS])
+    return csv_text(GRID_CSV_COLUMNS, rows)
+
+
+def _latex_escape(text: str) -> str:
+    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+
+def grid_latex(result) -> str:
+    blocks = [f"% {result.label} on {result.settings.device} ({result.device_name})"]
+    if result.status == "unavailable":
+        return blocks[0] + f"\n% unavailable: {result.reason}\n"
+    for title, formatter in zip(grid_titles(result), (lambda c: grid_rtf_cell(c, result.settings.device), grid_memory_cell)):
+        columns = "l" + "r" * len(result.spec.batch_sizes)
+        lines = ["\\begin{table}[h]", "\\centering", f"\\caption{{{_latex_escape(result.label)}: {_latex_escape(title)}}}",
+                 f"\\begin{{tabular}}{{{columns}}}", "\\hline",
+                 "duration & " + " & ".join(f"$b={b}$" for b in result.spec.batch_sizes) + " \\\\", "\\hline"]
+        lines += [" & ".join(_latex_escape(v) for v in row) + " \\\\" for row in _grid_rows(result, formatter)]
+        lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
