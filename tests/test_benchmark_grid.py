@@ -9,10 +9,10 @@ import torch
 
 from conftest import run_script
 
-import benchmark_grid
-from benchmark_grid import GridSettings, GridSpec, is_skipped, run_grid, skipped_cells, write_outputs
 from tlbench.data import full_logits
-from tlbench.harness import Backend, LossImplementation
+from tlbench.grid import GridSettings, GridSpec, is_skipped, run_grid, skipped_cells, write_outputs
+from tlbench.implementation import Backend, LossImplementation
+from tlbench.render.tables import grid_markdown
 
 GRID_YAML = """\
 durations: [0.2, 0.4]
@@ -151,7 +151,7 @@ def test_triangle_only_cells_are_na_and_not_run(tmp_path):
     result = run_grid(impl, spec, settings)
     assert [c.status for c in result.cells] == ["ok", "ok", "ok", "skipped"]  # (1, 1): 2 >= (2 + 2) / 2
     assert len(calls) == 3 * 6  # six steps per cell that runs
-    assert markdown_tables(benchmark_grid.markdown(result))["peak memory (GB)"][("0.08 s", "2")] == "N/A"
+    assert markdown_tables(grid_markdown(result))["peak memory (GB)"][("0.08 s", "2")] == "N/A"
 
 
 def test_bad_grid_input_is_a_usage_error(tmp_path):

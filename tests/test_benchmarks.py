@@ -38,8 +38,8 @@ def tiny_runs(tiny_shape_info, tmp_path_factory):
 def test_script_writes_trace_table_and_sane_summary(tiny_runs, name, mode):
     process, run_dir = tiny_runs[(name, mode)]
     assert process.returncode == 0, process.stderr[-2000:]
-    traces = glob.glob(os.path.join(run_dir, "*.pt.trace.json"))
-    assert len(traces) == 1  # repeat=1: one cycle, one trace
+    traces = glob.glob(os.path.join(run_dir, "cycle-*", "*.pt.trace.json"))
+    assert len(traces) == 1  # repeat=1: one cycle, one trace, in its own folder
     table = open(os.path.join(run_dir, "key_averages.txt")).read()
     assert "Self CPU" in table and name in table  # the record_function region appears among the top rows
     summary = json.load(open(os.path.join(run_dir, "summary.json")))

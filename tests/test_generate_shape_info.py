@@ -20,7 +20,7 @@ SCRIPT = os.path.join(REPO_DIR, "generate_shape_info.py")
 if REPO_DIR not in sys.path:
     sys.path.insert(0, REPO_DIR)
 
-import generate_shape_info  # noqa: E402
+import tlbench.shapes as generate_shape_info  # noqa: E402
 from tlbench.errors import UsageError  # noqa: E402
 
 TRAINING_TEXT = """\

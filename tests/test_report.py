@@ -17,8 +17,9 @@ import helpers_results as helpers  # noqa: E402
 
 REPO_DIR = helpers.REPO_DIR
 import report  # noqa: E402  (helpers_results put the repository on sys.path)
+import tlbench.results as results_module  # noqa: E402
 
-PICTURE_KINDS = ("step-time-memory", "memory-timeline", "step-time-distribution")
+PICTURE_KINDS = ("step-time-memory", "time-vs-memory", "memory-timeline", "step-time-distribution")
 MIN_PICTURE_BYTES = 15_000
 MIN_DPI = 100
 
@@ -80,7 +81,7 @@ def png_info(path: str) -> dict:
 
 
 def section_of(mode: str) -> str:
-    return report.mode_title(mode)
+    return results_module.mode_title(mode)
 
 
 def test_tables_equal_the_summaries(results, report_dir):
@@ -150,10 +151,10 @@ def test_every_picture_is_drawn_and_embedded(report_dir):
     assert {os.path.basename(p["path"]) for p in listed} == expected
 
 
-def test_default_picture_folder():
-    assert report.default_pic_dir(os.path.join(REPO_DIR, "log")) == os.path.join(REPO_DIR, "pic")
-    assert report.default_pic_dir(os.path.join(REPO_DIR, "log", "")) == os.path.join(REPO_DIR, "pic")
-    assert report.default_pic_dir("/somewhere/results") == "/somewhere/results/pic"
+def test_default_picture_folder_is_inside_the_results():
+    # A run never rewrites the README's pictures in pic/: those are refreshed with --pic-dir pic.
+    assert results_module.default_pic_dir(os.path.join(REPO_DIR, "log")) == os.path.join(REPO_DIR, "log", "pic")
+    assert results_module.default_pic_dir("/somewhere/results") == "/somewhere/results/pic"
 
 
 def test_failed_and_corrupt_runs_are_shown_and_named(results, tmp_path):
@@ -226,7 +227,7 @@ def test_compare_gives_ratios(results, tmp_path):
     assert len(data["rows"]) == len(rows)
     assert all(r["step_time_ratio"] == pytest.approx(0.5, rel=1e-12) for r in data["rows"])
     # and the other way round
-    markdown, reverse = report.compare(other, here)
+    markdown, reverse = results_module.compare(other, here)
     assert all(r["step_time_ratio"] == pytest.approx(2.0, rel=1e-12) for r in reverse["rows"])
     assert all(float(r["Step time ratio"]) == 2.0 for r in markdown_tables(markdown)[None])
 

@@ -14,7 +14,8 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_DIR not in sys.path:
     sys.path.insert(0, REPO_DIR)
 
-import generate_shape_info  # noqa: E402
+import tlbench.shapes as generate_shape_info  # noqa: E402
+from tlbench.render.tables import calibration_table  # noqa: E402
 from shape_sampler import load_shape_info  # noqa: E402
 
 SHIPPED = os.path.join(REPO_DIR, "shape_info.pt")
@@ -53,7 +54,7 @@ def test_shipped_table_meets_every_calibration_check(shipped):
     assert len(checks) == 1 + 3 * len(levels) + 4 + 2
     assert "padding efficiency, batch 30" in names and "sorted batches, max 10000 frames" in names
     failed = [check for check in checks if not check.ok]
-    assert not failed, "\n" + generate_shape_info.format_report(checks)
+    assert not failed, "\n" + calibration_table(checks)
 
     by_name = {check.name: check for check in checks}
     assert by_name["rows"].value == stats["rows"] == 85617

@@ -10,8 +10,10 @@ import re
 import pytest
 import torch
 
-import verify_losses as vl
+import tlbench.verify as vl
+import verify_losses
 from conftest import run_script
+from tlbench.errors import UsageError
 from tlbench.reference_loss import rnnt_loss
 
 # ----------------------------------------------------------------------------- helpers
@@ -90,7 +92,7 @@ def test_script_on_cpu_prints_table_writes_json_and_passes(tmp_path):
     stdout = result.stdout
     assert re.search(r"^implementation +\| variant +\| problem +\| device +\| dtype +\| loss rel\. err +\| "
                      r"grad rel\. err +\| verdict$", stdout, re.M)
-    assert "libraries: reference (tlbench), torchaudio" in stdout
+    assert "libraries: torchaudio 2.11.0, " in stdout and "reference (pytorch " in stdout
     assert "grad rel. err = " in stdout and "tolerances (float32)" in stdout and "refused rows" in stdout
     assert "-> PASS" in stdout
     data = json.loads(out.read_text())
@@ -120,11 +122,11 @@ def test_bad_flags_are_usage_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --only")
     assert not (tmp_path / "v.json").exists()
-    with pytest.raises(vl.UsageError, match="--device"):
-        vl.run(["--device", "tpu", "--output-json", str(tmp_path / "v.json")])
+    with pytest.raises(UsageError, match="--device"):
+        verify_losses.run(["--device", "tpu", "--output-json", str(tmp_path / "v.json")])
     if not torch.cuda.is_available():
-        with pytest.raises(vl.UsageError, match="cuda"):
-            vl.run(["--device", "cuda", "--output-json", str(tmp_path / "v.json")])
+        with pytest.raises(UsageError, match="cuda"):
+            verify_losses.run(["--device", "cuda", "--output-json", str(tmp_path / "v.json")])
 
 
 # ----------------------------------------------------------------------------- injected candidates
@@ -148,7 +150,7 @@ def test_flipped_gradient_fails_and_the_run_exits_1(tmp_path, capsys):
         assert "grad rel. err (logits)" in row.verdict
 
     out = tmp_path / "v.json"
-    status = vl.run(["--device", "cpu", "--output-json", str(out)],
+    status = verify_losses.run(["--device", "cpu", "--output-json", str(out)],
                     candidates=[vl.reference_candidate("cpu"), sign_flipped_candidate()], problems=problems)
     assert status == 1
     stdout = capsys.readouterr().out
@@ -179,7 +181,7 @@ def test_refusals_exceptions_and_wrong_shapes_are_rows_not_crashes():
         return losses, {"logits": grads["logits"][:, :1]}
 
     candidates = [
-        vl.Candidate("double", "refuses U_max = 0", "cpu", refuses_empty_targets, known_refusal=vl._u_max_zero),
+        vl.Candidate("double", "refuses U_max = 0", "cpu", refuses_empty_targets, known_refusal=vl.u_max_zero),
         vl.Candidate("double", "crashes", "cpu", crashes),
         vl.Candidate("double", "wrong shape", "cpu", wrong_shape),
         vl.Candidate("double", "missing", "cpu", None, unavailable="pip install double"),
@@ -206,7 +208,7 @@ def test_nan_gradient_fails_and_json_stays_valid(tmp_path):
 
     problems = small_problems()[:1]
     out = tmp_path / "v.json"
-    status = vl.run(["--output-json", str(out), "--device", "cpu"],
+    status = verify_losses.run(["--output-json", str(out), "--device", "cpu"],
                     candidates=[vl.Candidate("double", "nan", "cpu", nan_gradient)], problems=problems)
     assert status == 1
     text = out.read_text()
@@ -245,7 +247,7 @@ def test_grad_tolerance_scales_with_the_loss():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_rows_and_cross_device_agreement(tmp_path):
     out = tmp_path / "v.json"
-    status = vl.run(["--device", "cuda", "--only", "reference,torchaudio", "--output-json", str(out)],
+    status = verify_losses.run(["--device", "cuda", "--only", "reference,torchaudio", "--output-json", str(out)],
                     problems=small_problems())
     data = json.loads(out.read_text())
     cross = [row for row in data["rows"] if row["device"] == "cuda vs cpu"]

@@ -23,11 +23,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-# Kineto logs "gpuGetDeviceCount failed" on every profile of a CUDA build of torch on a
-# machine without a GPU; it must be silenced before torch loads kineto.
-if not os.path.exists("/dev/nvidia0"):
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
-
 __all__ = ["CYCLE_PREFIX", "ProfiledRun", "Schedule", "StepFailure", "TraceWriter", "clear_run_dir",
            "profile_steps", "trace_paths"]
 

@@ -97,7 +97,7 @@ def load(spec: str) -> LossImplementation:
         raise UsageError(f"--impl {spec!r}: importing {source!r} failed ({type(error).__name__}: {first})") from None
     impl = getattr(module, name, None)
     if not isinstance(impl, LossImplementation):
-        found = "nothing" if impl is None else f"a {type(impl).__name__}"
+        found = "nothing" if impl is None else f"of type {type(impl).__name__}"
         raise UsageError(f"--impl {spec!r}: {name!r} in {source!r} is {found}; expected a "
                          "tlbench.implementation.LossImplementation")
     if is_builtin(impl.name):

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
+__all__ = ["calibration_table", "comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
            "describe_profile", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell", "grid_rtf_cell",
            "grid_titles", "label_table", "loss_only_table", "rows_csv", "verify_table"]
 
@@ -328,3 +328,25 @@ def grid_latex(result) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+
+
+def _calibration_number(value) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def calibration_table(checks) -> str:
+    """``generate_shape_info.py``'s calibration checks (:class:`tlbench.shapes.CalibrationCheck`)
+    as an aligned table, one line each, and a closing pass count."""
+    lines = [f"{'check':<34} {'value':>10} {'reference':>14} {'tolerance':>13}  result"]
+    for check in checks:
+        if isinstance(check.target, tuple):
+            target = f"[{check.target[0]}, {check.target[1]}]"
+        else:
+            target = _calibration_number(check.target)
+        verdict = "pass" if check.ok else "FAIL"
+        lines.append(f"{check.name:<34} {_calibration_number(check.value):>10} {target:>14} {check.tolerance:>13}  {verdict}")
+    failed = sum(not c.ok for c in checks)
+    lines.append(f"{len(checks) - failed} of {len(checks)} checks pass" + (f"; {failed} FAIL" if failed else ""))
+    return "\n".join(lines)

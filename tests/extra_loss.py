@@ -1,0 +1,23 @@
+"""An implementation defined outside the registry, for the tests of ``--impl FILE:NAME``: the
+project's reference loss on packed logits (the default verification and loss-only rows are
+derived from its benchmark call)."""
+
+from tlbench.implementation import Backend, LossImplementation
+
+
+def load_backend() -> Backend:
+    from tlbench import reference_loss
+
+    return Backend("tlbench_packed", "test", reference_loss)
+
+
+def packed_loss(backend, logits, batch, joiner):
+    """logits: (sum_i T_i (U_i + 1), V) float32; targets (N, U) int32; lengths (N,) int32."""
+    loss = backend.module.rnnt_loss_packed(logits, batch.targets, batch.logit_lengths, batch.target_lengths,
+                                           reduction="sum")
+    return loss, loss
+
+
+PACKED_REFERENCE = LossImplementation(name="packed_reference", load_backend=load_backend, loss=packed_loss,
+                                      layout="packed", description="the reference loss on packed logits (a test)")
+NOT_AN_IMPLEMENTATION = 42
