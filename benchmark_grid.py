@@ -59,8 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_args(args: argparse.Namespace):
     """Flags (which win) over the YAML file over the defaults; raises UsageError.
     Returns (implementations, GridSpec, GridSettings)."""
-    from tlbench.grid import (DEFAULT_BATCH_SIZES, DEFAULT_DURATIONS_S, DEFAULT_OUTPUT_FORMATS, GridSettings, GridSpec,
-                              cell_config, check_grid, load_grid_config, median_tokens_per_frame)
+    from tlbench.grid import (
+        DEFAULT_BATCH_SIZES,
+        DEFAULT_DURATIONS_S,
+        DEFAULT_OUTPUT_FORMATS,
+        GridSettings,
+        GridSpec,
+        cell_config,
+        check_grid,
+        load_grid_config,
+        median_tokens_per_frame,
+    )
 
     chosen = [s for s in (args.impl or []) if s != "all"]
     impls = [load(spec) for spec in select(None, chosen)]

@@ -27,8 +27,15 @@ from typing import Optional, Sequence
 from tlbench import REPO_DIR
 from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
 from tlbench.io import atomic_save_tensor, check_output_file
-from tlbench.shapes import (DEFAULT_OUTPUT, DEFAULT_REFERENCE_STATS, SYNTHESIZERS, SYNTHETIC_CHOICES,
-                            calibration_report, load_reference_stats, shape_info_from_manifest)
+from tlbench.shapes import (
+    DEFAULT_OUTPUT,
+    DEFAULT_REFERENCE_STATS,
+    SYNTHESIZERS,
+    SYNTHETIC_CHOICES,
+    calibration_report,
+    load_reference_stats,
+    shape_info_from_manifest,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

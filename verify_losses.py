@@ -22,15 +22,33 @@ import time
 from typing import Optional, Sequence
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.errors import ArgumentParser, exit_on_usage_error
 from tlbench.io import atomic_write_json, check_output_file
 from tlbench.options import resolve_device
 from tlbench.registry import builtin_names, load, select
 from tlbench.render.tables import verify_table
-from tlbench.verify import (CROSS_DEVICE_FACTOR, GRAD_DEFINITION, GRAD_RTOL_FLOOR, GRAD_RTOL_PER_NAT, LOSS_DEFINITION,
-                            LOSS_RTOL, REFERENCE_DESCRIPTION, REFUSAL_POLICY, STATUS_FAIL, STATUS_OK, STATUS_REFUSED,
-                            STATUS_SKIPPED, STATUS_UNAVAILABLE, Candidate, candidates_for, default_problems, libraries,
-                            summarize, tolerance_text, verify)
+from tlbench.verify import (
+    CROSS_DEVICE_FACTOR,
+    GRAD_DEFINITION,
+    GRAD_RTOL_FLOOR,
+    GRAD_RTOL_PER_NAT,
+    LOSS_DEFINITION,
+    LOSS_RTOL,
+    REFERENCE_DESCRIPTION,
+    REFUSAL_POLICY,
+    STATUS_FAIL,
+    STATUS_OK,
+    STATUS_REFUSED,
+    STATUS_SKIPPED,
+    STATUS_UNAVAILABLE,
+    Candidate,
+    candidates_for,
+    default_problems,
+    libraries,
+    summarize,
+    tolerance_text,
+    verify,
+)
 
 DEFAULT_SEED = 0
 DEFAULT_OUTPUT = os.path.join(REPO_DIR, "log", "verify_losses.json")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from conftest import TINY_RUN_FLAGS, run_script
 
 

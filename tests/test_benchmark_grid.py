@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import run_script
 
 from tlbench.data import full_logits

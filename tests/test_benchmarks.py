@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script
 
 SCRIPTS = {

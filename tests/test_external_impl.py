@@ -6,7 +6,6 @@ import os
 import re
 
 import pytest
-
 from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
 
 EXTRA = os.path.join(REPO_DIR, "tests", "extra_loss.py")
@@ -84,7 +83,7 @@ def test_an_implementation_under_tests_joins_the_report_verification_and_loss_on
     ("nonsense", "'nonsense' is not allowed"),
     ("tests/extra_loss.py:MISSING", "extra_loss.py' is nothing; expected a tlbench.implementation.LossImplementation"),
     ("tests/extra_loss.py:NOT_AN_IMPLEMENTATION", "is of type int; expected a tlbench.implementation.LossImplementation"),
-    ("no/such/file.py:X", "file 'no/such/file.py' does not exist"),
+    ("no/such/file.py:X", "no/such/file.py' does not exist"),
     ("no_such_module_xyz:X", "importing 'no_such_module_xyz' failed (ModuleNotFoundError"),
 ])
 def test_a_bad_impl_spec_is_one_line(spec, message, tmp_path):

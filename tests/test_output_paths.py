@@ -4,7 +4,6 @@ before any work starts (no run folder, no partial output)."""
 import os
 
 import pytest
-
 from conftest import TINY_RUN_FLAGS, run_script
 
 # (script, flag, extra flags); every script that writes results is here

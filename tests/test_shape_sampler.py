@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from shape_sampler import (ShapeInfoError, ShapeSampler, SortedShapeSampler, load_shape_info, padding_efficiency,
-                           validate_shape_info)
+from shape_sampler import (
+    ShapeInfoError,
+    ShapeSampler,
+    SortedShapeSampler,
+    load_shape_info,
+    padding_efficiency,
+    validate_shape_info,
+)
 
 
 def random_table(num_rows: int, seed: int) -> torch.Tensor:

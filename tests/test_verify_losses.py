@@ -9,10 +9,10 @@ import re
 
 import pytest
 import torch
+from conftest import run_script
 
 import tlbench.verify as vl
 import verify_losses
-from conftest import run_script
 from tlbench.errors import UsageError
 from tlbench.reference_loss import rnnt_loss
 

@@ -7,6 +7,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+__all__ = ["Joiner", "TransducerBatch", "full_logits", "make_batch", "packed_logits", "rescale_frames"]
+
 
 @dataclass
 class TransducerBatch:

@@ -34,7 +34,7 @@ from . import REPO_DIR
 from .errors import UsageError, first_line
 from .harness import device_name
 from .implementation import BackendUnavailable, LossImplementation
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, check_input_file
 from .options import DEFAULT_SEED, RunConfig
 from .summary import STATUS_ERROR, STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, STATUS_UNSUPPORTED, finite_or_none
 
@@ -307,13 +307,11 @@ def load_grid_config(path: str) -> dict:
     """Reads a YAML grid file; returns only the keys it sets (validated like the flags)."""
     import yaml
 
-    if not os.path.isfile(path):
-        raise UsageError(f"--config {path!r} does not exist; pass an existing YAML file")
-    try:
-        with open(path, encoding="utf-8") as f:
+    with open(check_input_file(path, "--config", "YAML file"), encoding="utf-8") as f:
+        try:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as error:
-        raise UsageError(f"--config {path!r} is not readable YAML ({first_line(error)})") from None
+        except yaml.YAMLError as error:
+            raise UsageError(f"--config {path!r} is not readable YAML ({first_line(error)})") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError(f"--config {path!r}: expected a mapping with keys {', '.join(CONFIG_KEYS)}")

@@ -25,7 +25,7 @@ from .profiling import clear_run_dir, profile_steps
 from .summary import EXIT_CODES, STATUS_ERROR, STATUS_OK, STATUS_OOM, STATUS_UNAVAILABLE, STATUS_UNSUPPORTED, RunSummary
 
 __all__ = ["batch_summary", "classify_step_failure", "device_name", "load_table", "main", "new_summary", "plan_batches",
-           "run_benchmark", "summary_line"]
+           "record_run", "run_benchmark", "summary_line"]
 
 _DTYPE_ERROR_WORDS = ("dtype", "half", "bfloat16", "float16", "scalar type", "must be float", "not implemented for")
 
@@ -198,6 +198,17 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
         summary.traceback = details.get("traceback")
     atomic_write_text(os.path.join(run_dir, "key_averages.txt"),
                       "\n".join(run.key_averages_tables) or "(no completed cycle)\n")
+    record_run(summary, run, config, batches)
+    summary.loss_values = [float(reported_losses[i]) for i in sorted(reported_losses)]
+    return finish(status, reason)
+
+
+def record_run(summary: RunSummary, run, config: RunConfig, batches: Sequence) -> None:
+    """Copies what a :class:`tlbench.profiling.ProfiledRun` measured into ``summary``: the step
+    samples and statistics (with the loss region's times when it has them), memory, traces and
+    the shapes of the recorded batches."""
+    import torch
+
     summary.set_measurement(StepMeasurement(run.step_times_us, run.region_times_us))
     summary.host_step_times_us = run.host_step_times_us
     summary.device_busy_us = run.device_busy_us if config.device == "cuda" else None
@@ -210,8 +221,6 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     summary.key_averages_file = "key_averages.txt"
     summary.measured_batches = [{"step": i, **batch_summary(batches[i], with_shapes=True)}
                                 for i in config.schedule.active_steps if i < run.completed_steps]
-    summary.loss_values = [float(reported_losses[i]) for i in sorted(reported_losses)]
-    return finish(status, reason)
 
 
 def summary_line(summary: RunSummary) -> str:

@@ -6,6 +6,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import List
 
+__all__ = ["StepMeasurement"]
+
 
 def _quantile(sorted_values: List[float], q: float) -> float:
     """Linear-interpolated quantile of an already sorted list (numpy's default rule)."""

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .harness import batch_summary, classify_step_failure, device_name, plan_batches
+from .harness import classify_step_failure, device_name, plan_batches, record_run
 from .implementation import BackendUnavailable, LossImplementation
 from .io import atomic_write_text
 from .measurement import StepMeasurement
@@ -544,16 +544,9 @@ def run_profile(request: ProfileRequest) -> RunSummary:
                       "\n".join(collector.full_tables) or "(no completed profiling cycle)\n")
     for path in writer.trace_paths:
         span_peaks(path, run.memory_device, collector.labels, tracker.intervals)
+    record_run(summary, run, config, batches)
+    summary.loss_time_us, summary.loss_times_us = None, []  # the labels give the loss time, per part
     measurement = StepMeasurement(run.step_times_us)
-    summary.set_measurement(measurement)
-    summary.loss_time_us, summary.loss_times_us = None, []
-    summary.host_step_times_us = run.host_step_times_us
-    summary.device_busy_us = run.device_busy_us if config.device == "cuda" else None
-    summary.peak_memory_mb = run.peak_memory_mb
-    summary.peak_memory_source = (f"max 'Total Allocated' of the {run.memory_device} [memory] events in the traces "
-                                  "(what TensorBoard's memory view shows)")
-    if config.device == "cuda":
-        summary.cuda_max_memory_allocated_mb = torch.cuda.max_memory_allocated() / 2**20
     for label in collector.labels.values():
         label.num_steps = len(run.step_times_us)
         label.avg_step_time_us = measurement.mean_us if run.step_times_us else 0.0
@@ -563,11 +556,7 @@ def run_profile(request: ProfileRequest) -> RunSummary:
     top_level = [label for label, depth in extras["label_order"] if depth == 0] + [WHOLE_BACKWARD_LABEL]
     shares = [extras["labels"].get(label, {}).get("share_of_step_pct") for label in top_level]
     extras["unlabelled_share_pct"] = (100.0 - sum(s for s in shares if s is not None)) if run.step_times_us else None
-    summary.traces = run.traces
-    summary.key_averages_file = "key_averages.txt"
     extras["label_table_file"] = "rnnt_table.txt"
-    summary.measured_batches = [{"step": i, **batch_summary(batches[i], with_shapes=True)}
-                                for i in config.schedule.active_steps if i < run.completed_steps]
     summary.loss_values = [float(reported_losses[i]) for i in sorted(reported_losses)]
     result = finish(status, reason)
     table = label_table(result) if run.step_times_us else "(no recorded step)"
