@@ -9,15 +9,16 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
+import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .errors import UsageError
 from .options import RunConfig, forwarded_flags, resolve_config
 from .registry import command_for, load
 from .summary import STATUS_ERROR, RunSummary, SummaryError
 
-__all__ = ["RunJob", "collect", "crash_summary", "plan_jobs", "run_job", "sort_modes"]
+__all__ = ["RunJob", "collect", "crash_summary", "plan_jobs", "previous_result", "run_job", "run_suite", "sort_modes"]
 
 
 def sort_modes(text: str) -> List[bool]:
@@ -114,3 +115,65 @@ def collect(job: RunJob, returncode: Optional[int], log_path: Optional[str], how
     summary.write(summary_path)
     return summary
 
+
+
+def previous_result(job: RunJob) -> Optional[RunSummary]:
+    """The run's summary.json if it ended ``ok`` with this job's configuration (``--resume``)."""
+    try:
+        summary = RunSummary.load(os.path.join(job.run_dir, "summary.json"))
+    except SummaryError:
+        return None
+    return summary if summary.ok and summary.config_hash == job.config_hash else None
+
+
+def run_suite(jobs: Sequence[RunJob], executor, resume: bool = False,
+              on_summary: Optional[Callable[[RunJob, RunSummary, str], None]] = None) -> List[RunSummary]:
+    """Runs every job (or, with ``resume``, every job without an ``ok`` summary of the same
+    configuration) through ``executor`` (:class:`tlbench.executors.ExecutorSettings`); returns
+    the summaries in job order. ``on_summary(job, summary, how)`` sees each as it is known
+    (``how``: "ran", "resumed" or "failed").
+
+    A job that fails, is cancelled or is killed gets an error summary with the reason; on
+    Ctrl-C the running job is recorded as interrupted, every finished summary stays, and the
+    ``KeyboardInterrupt`` goes on to the caller.
+    """
+    from .executors import execute
+
+    summaries: dict = {}
+
+    def note(job: RunJob, summary: RunSummary, how: str) -> None:
+        summaries[job.key] = summary
+        if on_summary is not None:
+            on_summary(job, summary, how)
+
+    todo = []
+    for job in jobs:
+        kept = previous_result(job) if resume else None
+        if kept is not None:
+            note(job, kept, "resumed")
+        else:
+            todo.append(job)
+
+    def arrived(outcome) -> None:
+        job = outcome.item
+        if outcome.ok and isinstance(outcome.result, RunSummary):
+            note(job, outcome.result, "ran")
+            return
+        last = _last_line(os.path.join(job.run_dir, "run.log"))
+        summary = crash_summary(job, (outcome.error or "the job ended without a result")
+                                + (f"; last output: {last}" if last else ""))
+        os.makedirs(job.run_dir, exist_ok=True)
+        summary.write(os.path.join(job.run_dir, "summary.json"))  # never leave an older run's summary
+        note(job, summary, "failed")
+
+    started = time.time()
+    try:
+        execute(run_job, todo, executor, on_outcome=arrived)
+    except KeyboardInterrupt:
+        for job in todo:
+            log = os.path.join(job.run_dir, "run.log")
+            if job.key not in summaries and os.path.exists(log) and os.path.getmtime(log) >= started - 1:
+                summary = crash_summary(job, "interrupted (Ctrl-C or a kill) before it finished; rerun with --resume")
+                summary.write(os.path.join(job.run_dir, "summary.json"))
+        raise
+    return [summaries[job.key] for job in jobs if job.key in summaries]
