@@ -1,7 +1,9 @@
 """The Chrome traces of a tiny run are valid, and summary.json's step times come from them.
 
 The trace is read here with plain ``json`` (not tlbench.trace), so that this test is an
-independent check of the harness's parsing.
+independent check of the harness's parsing. Traces are found below the run folder
+(``<run>/cycle-<k>/<name>.pt.trace.json``, or directly in the run folder in older runs) and
+through summary.json's ``traces[*].file``, which is relative to the run folder.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ def _profiler_steps(events):
 @pytest.mark.parametrize("run", helpers.RUN_NAMES)
 def test_each_trace_is_a_valid_chrome_trace(results, run):
     run_dir = os.path.join(results, run)
-    paths = sorted(glob.glob(os.path.join(run_dir, "*.pt.trace.json")))
+    paths = sorted(glob.glob(os.path.join(run_dir, "**", "*.pt.trace.json"), recursive=True))
     assert len(paths) == helpers.REPEAT, paths  # one trace per profiler cycle
-    assert not glob.glob(os.path.join(run_dir, ".tmp-*")), "a temporary file was left behind"
+    assert not glob.glob(os.path.join(run_dir, "**", ".tmp-*"), recursive=True), "a temporary file was left behind"
+    summary = helpers.load_summary(results, run)
+    assert sorted(os.path.join(run_dir, t["file"]) for t in summary["traces"]) == paths
     for path in paths:
         assert TRACE_NAME.match(os.path.basename(path)), path
+        folder = os.path.dirname(path)
+        if folder != run_dir:  # a folder per cycle: that trace and nothing else
+            assert os.listdir(folder) == [os.path.basename(path)], folder
         data = _load_json(path)
         assert isinstance(data, dict) and isinstance(data.get("traceEvents"), list)
         events = data["traceEvents"]

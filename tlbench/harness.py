@@ -169,6 +169,9 @@ def run_benchmark(impl: LossImplementation, config: RunConfig, command: Optional
     if impl.warm_up is not None:
         impl.warm_up(backend, device)
     if config.device == "cuda":
+        if config.memory_budget_gb is not None:  # an allocation beyond it raises OutOfMemoryError: status "oom"
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, config.memory_budget_gb * 2**30 / total), device)
         torch.cuda.reset_peak_memory_stats()
     active_steps = set(config.schedule.active_steps)
     reported_losses = {}

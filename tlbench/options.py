@@ -65,6 +65,7 @@ class RunConfig:
     dtype: str = "float32"
     subsampling_factor: int = 4
     max_utterance_frames: Optional[int] = None
+    memory_budget_gb: Optional[float] = None  # CUDA: this process's cap (set_per_process_memory_fraction)
 
     @property
     def mode(self) -> str:
@@ -146,6 +147,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, sort_choices_both: bool =
     parser.add_argument("--dtype", default="float32", help="logits dtype: float32 (default), float16 or bfloat16")
     parser.add_argument("--max-utterance-frames", type=int, default=None,
                         help="drop utterances with T above this before batching (default: keep all)")
+    parser.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="CUDA: cap this process's GPU memory at this many GiB (torch.cuda."
+                        "set_per_process_memory_fraction), to study a smaller card on a larger one; not used on CPU")
     parser.add_argument("--subsampling-factor", type=int, default=4,
                         help="encoder subsampling; the table's T (for 4x) becomes max(1, round(T * 4 / factor))")
 
@@ -228,7 +232,22 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         subsampling_factor=args.subsampling_factor,
         max_utterance_frames=(None if max_utterance_frames is None
                               else _positive(max_utterance_frames, "--max-utterance-frames", 1)),
+        memory_budget_gb=_budget(getattr(args, "memory_budget_gb", None), device),
     )
+
+
+def _budget(value: Optional[float], device: str) -> Optional[float]:
+    if value is None:
+        return None
+    if not value > 0:
+        raise UsageError(f"--memory-budget-gb {value} is not allowed; it must be > 0")
+    if device == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        if value > total:
+            raise UsageError(f"--memory-budget-gb {value} is more than the GPU's {total:.1f} GiB")
+    return float(value)
 
 
 def forwarded_flags(args: argparse.Namespace) -> List[str]:
@@ -237,7 +256,8 @@ def forwarded_flags(args: argparse.Namespace) -> List[str]:
                         "--vocab-size", str(args.vocab_size), "--encoder-out-dim", str(args.encoder_out_dim),
                         "--seed", str(args.seed), "--out-dir", args.out_dir, "--dtype", args.dtype,
                         "--subsampling-factor", str(args.subsampling_factor)]
-    for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat", "max_utterance_frames"):
+    for name in ("batch_size", "max_frames", "wait", "warmup", "active", "repeat", "max_utterance_frames",
+                 "memory_budget_gb"):
         value = getattr(args, name)
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["CYCLE_PREFIX", "ProfiledRun", "Schedule", "StepFailure", "TraceWriter", "clear_run_dir",
-           "profile_steps", "trace_paths"]
+           "profile_steps"]
 
 CYCLE_PREFIX = "cycle-"
 _BYTES_PER_MB = 2**20
@@ -81,17 +81,11 @@ class TraceWriter:
             hook(prof, cycle, path)
 
 
-def trace_paths(run_dir: str) -> List[str]:
-    """Every trace of a run folder, old layout (directly inside) and new (``cycle-<k>/``)."""
-    found = glob.glob(os.path.join(run_dir, "*.pt.trace.json*"))
-    found += glob.glob(os.path.join(run_dir, f"{CYCLE_PREFIX}*", "*.pt.trace.json*"))
-    return sorted(p for p in found if not os.path.basename(p).startswith(".tmp-"))
-
-
 def clear_run_dir(run_dir: str) -> None:
-    """Removes what a previous run left that this one rewrites (traces, cycle folders, summary)."""
+    """Removes what a previous run left that this one rewrites (traces in the old flat layout,
+    cycle folders, the summary)."""
     os.makedirs(run_dir, exist_ok=True)
-    for path in trace_paths(run_dir) + glob.glob(os.path.join(run_dir, "summary.json")):
+    for path in glob.glob(os.path.join(run_dir, "*.pt.trace.json*")) + glob.glob(os.path.join(run_dir, "summary.json")):
         os.remove(path)
     for folder in glob.glob(os.path.join(run_dir, f"{CYCLE_PREFIX}*")):
         if os.path.isdir(folder):
@@ -188,7 +182,7 @@ def profile_steps(run_dir: str, device: str, schedule: Schedule, items: Sequence
         run.host_step_times_us += [s.host_duration_us for s in parsed.steps]
         if region_name is not None:
             run.region_times_us += [parsed.region_us_by_step.get(s.step, 0.0) for s in parsed.steps]
-        run.device_busy_us += float(getattr(parsed, "device_busy_us", 0.0) or 0.0)
+        run.device_busy_us += parsed.device_busy_us
         peak = parsed.peak_allocated_bytes.get(memory_device, 0)
         run.peak_memory_bytes = max(run.peak_memory_bytes, peak)
         run.traces.append({"file": os.path.relpath(path, run_dir), "steps": [s.step for s in parsed.steps],

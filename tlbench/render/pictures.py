@@ -13,7 +13,7 @@ from ..errors import first_line
 from ..io import atomic_save_figure
 from ..results import Picture, ReportRow, finite, is_measured, mode_sort_key, mode_title, sorted_for_table
 
-__all__ = ["PICTURE_DPI", "draw_memory_timeline", "draw_pictures", "draw_step_time_distribution",
+__all__ = ["PICTURE_DPI", "draw_capacity", "draw_memory_timeline", "draw_pictures", "draw_step_time_distribution",
            "draw_step_time_memory", "draw_time_vs_memory", "grid_heatmap", "pareto_frontier", "picture_path"]
 
 PICTURE_DPI = 120
@@ -97,12 +97,9 @@ def draw_step_time_memory(mode: str, rows: List[ReportRow], colours: Dict[str, s
 def _memory_series(row: ReportRow, summary, problems: List[str], results_dir: str):
     """(x in ms, y in MB) of allocated memory over the recorded steps of every trace, cycles
     placed back to back (NaN between cycles so that the line breaks), or None."""
-    from ..profiling import trace_paths
-    from ..trace import TraceError, parse_trace
+    from ..trace import TraceError, parse_trace, run_trace_paths
 
-    files = [t["file"] for t in summary.traces or [] if isinstance(t, dict) and t.get("file")]
-    if not files:
-        files = [os.path.relpath(p, row.run_dir) for p in trace_paths(row.run_dir)]
+    files = [os.path.relpath(p, row.run_dir) for p in run_trace_paths(row.run_dir, summary.to_dict())]
     device = "cuda" if row.device == "cuda" else "cpu"
     xs: List[float] = []
     ys: List[float] = []
@@ -359,3 +356,41 @@ def grid_heatmap(result, which: str, path: str) -> None:
     if finite.size:
         fig.colorbar(image, ax=ax, label="RTF" if which == "rtf" else "GB")
     atomic_save_figure(fig, path, PICTURE_DPI)
+
+
+def draw_capacity(rows, path: str, title: str) -> Optional[str]:
+    """The largest fitting size per implementation, one panel per mode, with the peak memory
+    there and the budget; the first size that did not fit is marked."""
+    modes = [m for m in ("batch-size", "max-frames") if any(r.mode == m for r in rows)]
+    if not modes:
+        return None
+    from ..registry import BUILTIN
+
+    figure = _new_figure(6.5 * len(modes), 1.8 + 0.6 * max(len([r for r in rows if r.mode == m]) for m in modes))
+    axes_list = figure.subplots(1, len(modes), squeeze=False)[0]
+    names = sorted({r.implementation for r in rows},
+                   key=lambda n: (list(BUILTIN).index(n) if n in BUILTIN else len(BUILTIN), n))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    for axes, mode in zip(axes_list, modes):
+        mode_rows = sorted((r for r in rows if r.mode == mode), key=lambda r: -(r.largest_fitting or 0))
+        largest = max([r.first_not_fitting or r.largest_fitting or 1 for r in mode_rows] + [1])
+        for y, row in enumerate(mode_rows):
+            if row.largest_fitting is None:
+                axes.text(largest * 0.01, y, f"nothing fits: {row.reason[:60]}", va="center", fontsize=9,
+                          style="italic", color="firebrick")
+                continue
+            axes.barh(y, row.largest_fitting, color=colours[row.implementation], height=0.6)
+            if row.first_not_fitting:
+                axes.plot([row.first_not_fitting], [y], marker="x", color="black", markersize=8)
+            axes.text(row.largest_fitting + largest * 0.01, y, f"{row.largest_fitting} ({_mb_text(row.peak_memory_mb)})",
+                      va="center", fontsize=9)
+        axes.set_yticks(range(len(mode_rows)), [r.implementation for r in mode_rows], fontsize=10)
+        axes.set_ylim(len(mode_rows) - 0.5, -0.5)
+        axes.set_xlim(0, largest * 1.35)
+        axes.set_xlabel(("largest batch size" if mode == "batch-size" else "largest max-frames (sorted)")
+                        + " within the budget; x = first size that did not fit", fontsize=10)
+        axes.grid(axis="x", alpha=0.3)
+        axes.set_title(mode, fontsize=11)
+    figure.suptitle(title, fontsize=12)
+    atomic_save_figure(figure, path, PICTURE_DPI)
+    return path

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["calibration_table", "comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
+__all__ = ["calibration_table", "capacity_csv", "capacity_markdown", "comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
            "describe_profile", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell", "grid_rtf_cell",
            "grid_titles", "label_table", "loss_only_table", "rows_csv", "verify_table"]
 
@@ -350,3 +350,22 @@ def calibration_table(checks) -> str:
     failed = sum(not c.ok for c in checks)
     lines.append(f"{len(checks) - failed} of {len(checks)} checks pass" + (f"; {failed} FAIL" if failed else ""))
     return "\n".join(lines)
+
+
+def capacity_markdown(rows, header_lines: Sequence[str]) -> str:
+    """``capacity.md``: one row per implementation and mode (:class:`tlbench.capacity.CapacityRow`)."""
+    lines = [[r.implementation, r.mode, f"{r.budget_gb:g}", "-" if r.largest_fitting is None else str(r.largest_fitting),
+              fmt(r.peak_memory_mb, 1), fmt(r.frames_per_s), fmt(r.utterances_per_s, 1),
+              "-" if r.first_not_fitting is None else str(r.first_not_fitting), r.probed_batch or "-",
+              " ".join((r.reason or "").replace("|", "/").split())] for r in rows]
+    table = markdown_table(["Name", "Mode", "Budget (GB)", "Largest fitting", "Peak memory there (MB)", "Frames/s there",
+                            "Utterances/s there", "First not fitting", "Probed batch (at the largest fitting)",
+                            "Why the search stopped"], lines, "llrrrrrrll")
+    return "\n".join(["# How big a batch fits", "", *[f"- {line}" for line in header_lines], "", table, ""])
+
+
+def capacity_csv(rows) -> str:
+    from ..capacity import CapacityRow
+
+    columns = list(CapacityRow.CSV_COLUMNS)
+    return csv_text(columns, [[getattr(r, c) for c in columns] for r in rows])
