@@ -21,3 +21,26 @@ def packed_loss(backend, logits, batch, joiner):
 PACKED_REFERENCE = LossImplementation(name="packed_reference", load_backend=load_backend, loss=packed_loss,
                                       layout="packed", description="the reference loss on packed logits (a test)")
 NOT_AN_IMPLEMENTATION = 42
+
+
+def crash_from_three(backend, logits, batch, joiner):
+    """The reference loss, but a batch of three or more utterances kills the process (as a
+    segfault would): for the capacity search's crash handling."""
+    if len(batch.shapes) >= 3:
+        import os
+
+        os._exit(139)
+    return packed_loss(backend, logits, batch, joiner)
+
+
+def slow_loss(backend, logits, batch, joiner):
+    """The reference loss after a pause: long enough to interrupt a suite run mid-way."""
+    import time
+
+    time.sleep(float(__import__("os").environ.get("TLB_TEST_SLOW_S", "1.0")))
+    return packed_loss(backend, logits, batch, joiner)
+
+
+CRASHES_FROM_THREE = LossImplementation(name="crashes_from_three", load_backend=load_backend, loss=crash_from_three,
+                                        layout="packed")
+SLOW = LossImplementation(name="slow_reference", load_backend=load_backend, loss=slow_loss, layout="packed")
