@@ -70,8 +70,11 @@ def plan_jobs(specs: Sequence[str], args) -> List[RunJob]:
 
 def crash_summary(job: RunJob, reason: str) -> RunSummary:
     """The summary of a run whose process ended without writing one (segfault, kill, usage error)."""
+    from .harness import device_name
+
     return RunSummary(
-        implementation=job.name, label=job.name, device=job.config.device, mode=job.config.mode, status=STATUS_ERROR,
+        implementation=job.name, label=job.name, device=job.config.device, device_name=device_name(job.config.device),
+        mode=job.config.mode, status=STATUS_ERROR,
         reason=reason, command=job.command, run_dir=job.run_dir, config_hash=job.config_hash,
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
