@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import REPO_DIR, run_script
 
 EXTRA = os.path.join(REPO_DIR, "tests", "extra_loss.py")

@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
 
 EXTRA = os.path.join(REPO_DIR, "tests", "extra_loss.py")

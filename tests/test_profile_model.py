@@ -82,7 +82,7 @@ def test_every_label_is_in_the_filtered_table(runs, loss, loss_labels):
 def test_children_fit_in_their_parents(runs, loss):
     labels = json.load(open(os.path.join(runs[loss][1], "summary.json")))["labels"]
     for suffix in ("", "_backward"):
-        def total(name):
+        def total(name, suffix=suffix):
             return labels[name + suffix]["cpu_time_total_us"]
 
         assert sum(total(name) for name in ENCODER_PARTS) <= total("rnnt_encoder")

@@ -27,7 +27,8 @@ from torch import nn
 
 from .data import Joiner
 
-__all__ = ["NUM_FEATURES", "SUBSAMPLING_FACTOR", "Conv2dSubsampling", "Encoder", "ModelConfig", "StatelessDecoder", "TransducerJoiner", "TransducerModel", "input_length_for", "random_features", "subsampled_length"]
+__all__ = ["NUM_FEATURES", "SUBSAMPLING_FACTOR", "Conv2dSubsampling", "Encoder", "ModelConfig", "StatelessDecoder",
+           "TransducerJoiner", "TransducerModel", "input_length_for", "random_features", "subsampled_length"]
 
 NUM_FEATURES = 80
 SUBSAMPLING_FACTOR = 4

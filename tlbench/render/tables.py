@@ -8,11 +8,12 @@ import io
 import math
 import os
 from dataclasses import asdict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["calibration_table", "capacity_csv", "capacity_markdown", "comparison_markdown", "csv_text", "devices", "fmt", "markdown_table", "plain_table", "report_markdown",
-           "describe_profile", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell", "grid_rtf_cell",
-           "grid_titles", "label_table", "loss_only_table", "rows_csv", "verify_table"]
+__all__ = ["calibration_table", "capacity_csv", "capacity_markdown", "comparison_markdown", "csv_text",
+           "describe_profile", "devices", "fmt", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell",
+           "grid_rtf_cell", "grid_titles", "label_table", "loss_only_table", "markdown_table", "plain_table",
+           "report_markdown", "rows_csv", "verify_table"]
 
 
 def fmt(value: Optional[float], digits: int = 0) -> str:
