@@ -8,13 +8,12 @@ import os
 import pytest
 import torch
 from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script
+from tlbench.registry import BUILTIN, builtin_names
 
-SCRIPTS = {
-    "torchaudio": "benchmark_torchaudio.py",
-    "optimized_transducer": "benchmark_ot.py",
-    "k2": "benchmark_k2.py",
-    "k2_pruned": "benchmark_k2_pruned.py",
-}
+# The implementations that run on CPU here in both modes, at full length (the slow numba losses
+# and the CUDA-only ones are checked by test_more_scripts_run_or_say_why_not).
+CORE = ("torchaudio", "optimized_transducer", "k2", "k2_pruned", "fused")
+SCRIPTS = {name: BUILTIN[name] for name in CORE}
 REQUIRED_KEYS = ["implementation", "backend", "backend_version", "device", "mode", "avg_step_time_us",
                  "peak_memory_mb", "loss_time_us", "step_times_us", "status", "torch_version"]
 
@@ -61,7 +60,7 @@ def test_script_writes_trace_table_and_sane_summary(tiny_runs, name, mode):
 
 
 @pytest.mark.parametrize("mode", ["2", "max-frames-30"])
-def test_the_four_losses_agree_on_the_same_batches(tiny_runs, mode):
+def test_the_core_losses_agree_on_the_same_batches(tiny_runs, mode):
     losses = {}
     for name in SCRIPTS:
         summary = json.load(open(os.path.join(tiny_runs[(name, mode)][1], "summary.json")))
@@ -93,13 +92,12 @@ def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
     assert "unavailable" in process.stdout
 
 
-MORE_SCRIPTS = {
-    "warprnnt_numba": "benchmark_warprnnt_numba.py",
-    "reference": "benchmark_reference.py",
-    "warp_rnnt": "benchmark_warp_rnnt.py",
-    "warp_transducer": "benchmark_warp_transducer.py",
-    "speechbrain": "benchmark_speechbrain.py",
-}
+MORE_SCRIPTS = {name: BUILTIN[name] for name in builtin_names() if name not in CORE}
+CUDA_OR_OPTIONAL = ("warp_rnnt", "warp_transducer", "speechbrain", "nemo")  # unavailable here is allowed
+
+
+def test_every_registered_implementation_is_tested():
+    assert set(SCRIPTS) | set(MORE_SCRIPTS) == set(builtin_names())
 
 
 @pytest.mark.parametrize("name", list(MORE_SCRIPTS))
@@ -116,7 +114,7 @@ def test_more_scripts_run_or_say_why_not(tiny_shape_info, tmp_path, name):
         assert all(math.isfinite(v) and v > 0 for v in summary["loss_values"])
     else:
         assert summary["status"] == "unavailable" and summary["reason"]
-        assert name in ("warp_rnnt", "warp_transducer", "speechbrain")  # the others run on CPU here
+        assert name in CUDA_OR_OPTIONAL  # the others run on CPU here
         assert "unavailable" in process.stdout
 
 

@@ -112,3 +112,12 @@ def test_bad_flags_are_usage_errors(shape_file, tmp_path, capsys):
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("error: ") and fragment in error[0], error
     assert not os.listdir(tmp_path)
+
+
+def test_the_fused_loss_runs_inside_the_model(shape_file, tmp_path):
+    process, run_dir = profile(shape_file, tmp_path, "fused")
+    assert process.returncode == 0, process.stderr[-3000:]
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["status"] == "ok" and summary["loss"] == "fused"
+    assert summary["labels"]["rnnt_loss_fused"]["calls"] == 2 and "rnnt_loss_fused" in process.stdout
+    assert all(value > 0 for value in summary["loss_values"])
