@@ -208,11 +208,10 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
     if args.subsampling_factor not in (2, 4, 6, 8):
         raise UsageError(f"--subsampling-factor {args.subsampling_factor} is not allowed; use 2, 4, 6 or 8")
     shape_info = check_input_file(args.shape_info, "--shape-info", "shape table file")
-    out_dir = check_output_dir(args.out_dir, "--out-dir")
     from shape_sampler import load_shape_info
 
     load_shape_info(shape_info)  # fail on a bad table before any run folder is touched
-    return RunConfig(
+    config = RunConfig(
         device=device,
         preset=preset_name,
         preset_reason=reason,
@@ -227,13 +226,15 @@ def resolve_config(args: argparse.Namespace, sort_utterance: Optional[bool] = No
         vocab_size=_positive(args.vocab_size, "--vocab-size", 500, minimum=2),
         encoder_out_dim=_positive(args.encoder_out_dim, "--encoder-out-dim", 512),
         seed=args.seed,
-        out_dir=out_dir,
+        out_dir=os.path.abspath(args.out_dir),
         dtype=args.dtype,
         subsampling_factor=args.subsampling_factor,
         max_utterance_frames=(None if max_utterance_frames is None
                               else _positive(max_utterance_frames, "--max-utterance-frames", 1)),
         memory_budget_gb=_budget(getattr(args, "memory_budget_gb", None), device),
     )
+    check_output_dir(config.out_dir, "--out-dir")  # last: a refused run creates nothing
+    return config
 
 
 def _budget(value: Optional[float], device: str) -> Optional[float]:
