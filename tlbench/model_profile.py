@@ -35,16 +35,18 @@ from .options import RunConfig
 from .profiling import TraceWriter, clear_run_dir, profile_steps
 from .summary import STATUS_OK, STATUS_UNAVAILABLE, RunSummary
 
-__all__ = ["BACKWARD_SUFFIX", "ENCODER_LABELS", "JOINER_LABEL", "LABEL_PREFIX", "MODEL_PRESETS", "WHOLE_BACKWARD_LABEL",
-           "IntervalIndex", "LabelCollector", "LabelInterval", "LabelMeasurement", "LabelTracker", "ModelPreset",
-           "ProfileRequest", "attach_labels", "full_joiner_loss", "label_order", "run_profile", "span_peaks",
-           "training_step"]
+__all__ = ["BACKWARD_SUFFIX", "ENCODER_LABELS", "JOINER_LABEL", "LABEL_PREFIX", "MODEL_PRESETS",
+           "WHOLE_BACKWARD_LABEL", "MODEL_PROFILE_KIND", "IntervalIndex", "LabelCollector", "LabelInterval",
+           "LabelMeasurement", "LabelTracker", "ModelPreset", "ProfileRequest", "attach_labels", "full_joiner_loss",
+           "label_order", "run_profile", "span_peaks", "training_step"]
 
 LABEL_PREFIX = "rnnt"
 BACKWARD_SUFFIX = "_backward"
 WHOLE_BACKWARD_LABEL = "rnnt_backward"
 EVALUATE_PREFIX = "autograd::engine::evaluate_function: "
 JOINER_LABEL = "rnnt_joiner"
+# summary.json's "kind" of a model profile: the suite's report leaves such runs out
+MODEL_PROFILE_KIND = "model-profile"
 
 # Encoder labels with their depth in the printed table; the layer's sub-labels name the
 # torchaudio ConformerLayer attributes they may be attached to (the first one present wins).
@@ -468,7 +470,8 @@ def _new_summary(request: ProfileRequest) -> RunSummary:
         created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         run_dir=config.run_dir(request.run_name), config_hash=config.fingerprint(request.run_name))
     summary.extras = {
-        "loss": request.impl.name, "model_preset": request.model_preset_description, "model": request.model.to_dict(),
+        "kind": MODEL_PROFILE_KIND, "loss": request.impl.name, "model_preset": request.model_preset_description,
+        "model": request.model.to_dict(),
         "step": "random features and targets, encoder, decoder, loss, loss.backward(), zero_grad(set_to_none=True); "
                 "no optimizer step",
         "label_order": [], "labels": {}, "memory_device": "cuda" if config.device == "cuda" else "cpu",

@@ -169,7 +169,8 @@ class _BlankLabelLogProbs(torch.autograd.Function):
         tasks = frame_tasks(t_lens, widths, vocab, _chunk_elements(logits.device))
         if not packed:  # frames beyond T_i: zero gradient
             pads = [grad[i, t_len:] for i, t_len in enumerate(t_lens)]
-            pad_tasks = frame_tasks([p.size(0) for p in pads], [logits.size(2)] * len(pads), vocab, 4 * _chunk_elements(logits.device))
+            pad_tasks = frame_tasks([p.size(0) for p in pads], [logits.size(2)] * len(pads), vocab,
+                                    4 * _chunk_elements(logits.device))
             tasks += [(-1 - i, t0, t1) for i, t0, t1 in pad_tasks]
 
         def work(task, _):

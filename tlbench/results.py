@@ -168,6 +168,8 @@ def load_results(results_dir: str) -> Results:
                                   None, None, None, f"unreadable summary.json: {path}", run_dir))
             summaries.append(None)
             continue
+        if summary.extras.get("kind") == "model-profile" or "label_order" in summary.extras:
+            continue  # profile_model.py's runs are a whole model's step, not a loss benchmark
         rows.append(_row(summary, run_name, run_dir))
         summaries.append(summary)
     return Results(results_dir, rows, summaries, problems)

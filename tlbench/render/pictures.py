@@ -29,12 +29,18 @@ def picture_path(pic_dir: str, kind: str, mode: str) -> str:
 
 
 def _colours(rows: List[ReportRow]) -> Dict[str, str]:
-    """One colour per implementation, the same in every picture."""
+    """One colour per implementation, the same in every picture (tab20: distinct for 20)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
     from ..registry import BUILTIN
 
     known = list(BUILTIN)
     names = sorted({r.implementation for r in rows}, key=lambda n: (known.index(n) if n in known else len(known), n))
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    palette = colormaps["tab20"]
+    # tab20 pairs a dark and a light shade: the dark ones first, then the light ones
+    order = [2 * i for i in range(10)] + [2 * i + 1 for i in range(10)]
+    return {name: to_hex(palette(order[i % 20])) for i, name in enumerate(names)}
 
 
 def _device_text(mode_rows: List[ReportRow]) -> str:
@@ -272,14 +278,17 @@ def draw_time_vs_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str
     if len(frontier) > 1:
         axes.plot([r.peak_memory_mb for r in frontier], [r.avg_step_time_us / 1000 for r in frontier], linestyle="--",
                   color="grey", linewidth=1.2, zorder=1, label="frontier (nothing is both faster and leaner)")
-    for row in measured:
+    placed: List[tuple] = []
+    for row in sorted(measured, key=lambda r: (r.peak_memory_mb, -r.avg_step_time_us)):
         on_frontier = row in frontier
-        axes.scatter([row.peak_memory_mb], [row.avg_step_time_us / 1000], s=90 if on_frontier else 55,
-                     color=colours[row.implementation], edgecolors="black", linewidths=1.2 if on_frontier else 0.4,
-                     zorder=3)
-        axes.annotate(f"{row.name}\n{row.avg_step_time_us / 1000:.1f} ms, {_mb_text(row.peak_memory_mb)}",
-                      (row.peak_memory_mb, row.avg_step_time_us / 1000), textcoords="offset points", xytext=(8, 6),
-                      fontsize=9)
+        memory, time_ms = row.peak_memory_mb, row.avg_step_time_us / 1000
+        axes.scatter([memory], [time_ms], s=90 if on_frontier else 55, color=colours[row.implementation],
+                     edgecolors="black", linewidths=1.2 if on_frontier else 0.4, zorder=3)
+        # labels of nearby points are stacked downwards instead of printed over each other
+        near = sum(1 for m, t in placed if abs(math.log(memory / m)) < 0.5 and abs(math.log(time_ms / t)) < 0.6)
+        placed.append((memory, time_ms))
+        axes.annotate(f"{row.name}: {time_ms:.1f} ms, {_mb_text(memory)}", (memory, time_ms), textcoords="offset points",
+                      xytext=(8, 4 - 16 * near), fontsize=9)
     from matplotlib.ticker import FuncFormatter
 
     axes.set_xscale("log")
@@ -287,7 +296,7 @@ def draw_time_vs_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     for axis in (axes.xaxis, axes.yaxis):
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
+        axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if str(f"{value:g}")[0] in "25" else ""))
         axis.set_tick_params(which="minor", labelsize=7)
     xs = [r.peak_memory_mb for r in measured]
     ys = [r.avg_step_time_us / 1000 for r in measured]
@@ -376,17 +385,19 @@ def draw_capacity(rows, path: str, title: str) -> Optional[str]:
         largest = max([r.first_not_fitting or r.largest_fitting or 1 for r in mode_rows] + [1])
         for y, row in enumerate(mode_rows):
             if row.largest_fitting is None:
-                axes.text(largest * 0.01, y, f"nothing fits: {row.reason[:60]}", va="center", fontsize=9,
-                          style="italic", color="firebrick")
+                axes.text(largest * 0.01, y, "nothing fits" + (f" (first tried: {row.first_not_fitting})"
+                                                               if row.first_not_fitting else ""),
+                          va="center", fontsize=9, style="italic", color="firebrick")
                 continue
             axes.barh(y, row.largest_fitting, color=colours[row.implementation], height=0.6)
             if row.first_not_fitting:
                 axes.plot([row.first_not_fitting], [y], marker="x", color="black", markersize=8)
-            axes.text(row.largest_fitting + largest * 0.01, y, f"{row.largest_fitting} ({_mb_text(row.peak_memory_mb)})",
+            right = max(row.largest_fitting, row.first_not_fitting or 0)
+            axes.text(right + largest * 0.03, y, f"{row.largest_fitting} ({_mb_text(row.peak_memory_mb)})",
                       va="center", fontsize=9)
         axes.set_yticks(range(len(mode_rows)), [r.implementation for r in mode_rows], fontsize=10)
         axes.set_ylim(len(mode_rows) - 0.5, -0.5)
-        axes.set_xlim(0, largest * 1.35)
+        axes.set_xlim(0, largest * 1.45)
         axes.set_xlabel(("largest batch size" if mode == "batch-size" else "largest max-frames (sorted)")
                         + " within the budget; x = first size that did not fit", fontsize=10)
         axes.grid(axis="x", alpha=0.3)

@@ -359,7 +359,7 @@ def capacity_markdown(rows, header_lines: Sequence[str]) -> str:
               fmt(r.peak_memory_mb, 1), fmt(r.frames_per_s), fmt(r.utterances_per_s, 1),
               "-" if r.first_not_fitting is None else str(r.first_not_fitting), r.probed_batch or "-",
               " ".join((r.reason or "").replace("|", "/").split())] for r in rows]
-    table = markdown_table(["Name", "Mode", "Budget (GB)", "Largest fitting", "Peak memory there (MB)", "Frames/s there",
+    table = markdown_table(["Name", "Mode", "Budget (GiB)", "Largest fitting", "Peak memory there (MB)", "Frames/s there",
                             "Utterances/s there", "First not fitting", "Probed batch (at the largest fitting)",
                             "Why the search stopped"], lines, "llrrrrrrll")
     return "\n".join(["# How big a batch fits", "", *[f"- {line}" for line in header_lines], "", table, ""])
