@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script
+
 from tlbench.registry import BUILTIN, builtin_names
 
 # The implementations that run on CPU here in both modes, at full length (the slow numba losses

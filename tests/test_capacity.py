@@ -59,7 +59,8 @@ def test_largest_fitting_fits_and_the_next_size_does_not(capacity):
     by_name = {r["implementation"]: r for r in rows}
     assert by_name["k2_pruned"]["largest_fitting"] > by_name["torchaudio"]["largest_fitting"]  # pruning saves memory
     markdown = (out_dir / "capacity.md").read_text()
-    assert "| torchaudio | batch-size | 0.02 |" in markdown and "Budget (GiB)" in markdown and "largest padded lattice" in markdown
+    assert "| torchaudio | batch-size | 0.02 |" in markdown and "Budget (GiB)" in markdown
+    assert "largest padded lattice" in markdown
 
 
 def test_a_crashing_probe_is_recorded_and_the_search_goes_on(table, tmp_path):
