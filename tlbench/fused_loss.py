@@ -194,6 +194,17 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _pass_setup(enc, dec, weight, bias, labels, u_lens, activation):
+    """What forward and backward both need: (dtype, accumulation dtype, device, the weight
+    ``(V, C)`` in the inputs' dtype (no copy when the dtypes agree), the chunk function, each
+    utterance's label index ``(1, U_i, 1)``)."""
+    dtype, acc, device = enc.dtype, _accumulation_dtype(enc.dtype), enc.device
+    w = weight.to(dtype)  # (V, C)
+    b = None if bias is None else bias.to(dtype)
+    index = [labels[i, :u].view(1, u, 1) for i, u in enumerate(u_lens)]  # (1, U_i, 1)
+    return dtype, acc, device, w, _joiner_chunk(enc, dec, w, b, activation), index
+
+
 def _plan(t_lens: Sequence[int], u_lens: Sequence[int], vocab: int, dim: int, device: torch.device, threads: int):
     """-> (tasks ``(i, t0, t1)``, largest chunk's cell count, number of workers)."""
     cells = _CPU_CHUNK_CELLS if device.type == "cpu" else max(1, _CUDA_CHUNK_ELEMENTS // max(vocab, dim))
@@ -262,16 +273,12 @@ class _FusedJoinerLogProbs(torch.autograd.Function):
     def _forward(ctx, threads, enc, dec, weight, bias, labels, t_lens, u_lens, blank, activation):
         n, t_max, dim = enc.shape
         u1_max = dec.size(1)
-        dtype, acc, device = enc.dtype, _accumulation_dtype(enc.dtype), enc.device
-        w = weight.to(dtype)  # (V, C); no copy when the dtypes agree
-        b = None if bias is None else bias.to(dtype)
+        dtype, acc, device, w, joiner_chunk, index = _pass_setup(enc, dec, weight, bias, labels, u_lens, activation)
         vocab = w.size(0)
         blank_lp = torch.zeros(n, t_max, u1_max, dtype=acc, device=device)
         label_lp = torch.zeros(n, t_max, u1_max, dtype=acc, device=device)
         tasks, largest, workers = _plan(t_lens, u_lens, vocab, dim, device, threads)
         spaces = [_Workspace(largest, dim, vocab, dtype, acc, device) for _ in range(workers)]
-        joiner_chunk = _joiner_chunk(enc, dec, w, b, activation)
-        index = [labels[i, :u].view(1, u, 1) for i, u in enumerate(u_lens)]  # (1, U_i, 1)
 
         def work(task, space):
             i, t0, t1 = task
@@ -304,9 +311,7 @@ class _FusedJoinerLogProbs(torch.autograd.Function):
         need_h = need_enc or need_dec
         n, t_max, dim = enc.shape
         u1_max = dec.size(1)
-        dtype, acc, device = enc.dtype, _accumulation_dtype(enc.dtype), enc.device
-        w = weight.to(dtype)  # (V, C)
-        b = None if bias is None else bias.to(dtype)
+        dtype, acc, device, w, joiner_chunk, index = _pass_setup(enc, dec, weight, bias, labels, u_lens, activation)
         vocab = w.size(0)
         # Both come fresh from TransducerLogZ.backward and are read by nothing else: the loop
         # below reuses grad_blank in place as the weight w of the softmax.
@@ -316,8 +321,6 @@ class _FusedJoinerLogProbs(torch.autograd.Function):
         grad_enc = torch.zeros(n, t_max, dim, dtype=acc, device=device) if need_enc else None
         backward = (n, u1_max, need_w, need_b, need_h, need_dec)
         spaces = [_Workspace(largest, dim, vocab, dtype, acc, device, backward) for _ in range(workers)]
-        joiner_chunk = _joiner_chunk(enc, dec, w, b, activation)
-        index = [labels[i, :u].view(1, u, 1) for i, u in enumerate(u_lens)]  # (1, U_i, 1)
 
         def work(task, space):
             i, t0, t1 = task
