@@ -34,10 +34,10 @@ import sys
 import types
 from typing import Optional
 
-from tlbench.data import full_logits
 from tlbench.errors import first_line
 from tlbench.harness import main
 from tlbench.implementation import Backend, BackendUnavailable, LossImplementation, VerifyVariant
+from tlbench.verify import more_cells_than_on_cpu
 
 INSTALL_HINT = "bash scripts/setup.sh --with nemo"
 ASR_PACKAGE = "nemo.collections.asr"
@@ -126,17 +126,10 @@ def _verify_compute(backend, problem, device):
     return losses, {"logits": x.grad}
 
 
-def _too_big_for_cpu(problem, device) -> Optional[str]:
-    if device == "cpu" and problem.num_cells > CPU_MAX_VERIFY_CELLS:
-        return (f"{problem.num_cells} lattice cells > {CPU_MAX_VERIFY_CELLS}: its CPU path runs Python-level "
-                "torch ops per cell (too slow here)")
-    return None
-
 
 IMPLEMENTATION = LossImplementation(
     name="nemo",
     load_backend=load_backend,
-    prepare=lambda backend, batch, joiner: full_logits(batch, joiner),
     loss=lambda backend, logits, batch, joiner: compute_loss(backend.module.sum, logits, batch, joiner),
     layout="4-D",
     install_hint=INSTALL_HINT,
@@ -145,7 +138,8 @@ IMPLEMENTATION = LossImplementation(
     warm_up=warm_up,
     hide_inner_ops=True,
     quick_overrides={"max_utterance_frames": 50, "max_frames": 50, "wait": 0, "warmup": 0, "active": 1, "repeat": 1},
-    verify=(VerifyVariant(variant="RNNTLossNumba, reduction none", compute=_verify_compute, skip=_too_big_for_cpu),),
+    verify=(VerifyVariant(variant="RNNTLossNumba, reduction none", compute=_verify_compute,
+                          skip=more_cells_than_on_cpu(CPU_MAX_VERIFY_CELLS)),),
 )
 
 if __name__ == "__main__":

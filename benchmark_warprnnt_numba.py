@@ -11,6 +11,7 @@ so that it never lands in a measured step.
 
 from tlbench.harness import main
 from tlbench.implementation import Backend, BackendUnavailable, LossImplementation, VerifyVariant
+from tlbench.verify import more_cells_than_on_cpu
 
 INSTALL = "pip install warprnnt-numba==0.4.1 numba==0.68.1"
 # Its CPU path issues Python-level torch ops per lattice cell (2-3 ms per cell here):
@@ -51,12 +52,6 @@ def verify_call(backend, problem, device):
     return losses, {"logits": x.grad}
 
 
-def too_big_for_cpu(problem, device):
-    if device == "cpu" and problem.num_cells > CPU_MAX_CELLS:
-        return (f"{problem.num_cells} lattice cells > {CPU_MAX_CELLS}: its CPU path runs Python-level torch ops per "
-                "cell (too slow here)")
-    return None
-
 
 IMPLEMENTATION = LossImplementation(
     name="warprnnt_numba",
@@ -68,7 +63,7 @@ IMPLEMENTATION = LossImplementation(
     warm_up=warm_up,
     hide_inner_ops=True,
     quick_overrides={"max_utterance_frames": 50, "max_frames": 50, "wait": 0, "warmup": 0, "active": 1, "repeat": 1},
-    verify=(VerifyVariant("RNNTLossNumba", verify_call, skip=too_big_for_cpu),),
+    verify=(VerifyVariant("RNNTLossNumba", verify_call, skip=more_cells_than_on_cpu(CPU_MAX_CELLS)),),
     loss_only=(),
     loss_only_note="its CPU path runs Python-level torch ops per lattice cell: minutes for this batch",
 )

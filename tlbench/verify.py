@@ -41,7 +41,8 @@ __all__ = [
     "REFERENCE_MODIFIED", "REFERENCE_STANDARD", "REFUSAL_POLICY", "STATUSES", "STATUS_FAIL", "STATUS_OK",
     "STATUS_REFUSED", "STATUS_SKIPPED", "STATUS_UNAVAILABLE", "Candidate", "Mismatch", "Problem", "Row",
     "any_u_zero", "candidates_for", "default_problems", "default_variant", "grad_tolerance",
-    "gradient_relative_error", "libraries", "loss_relative_error", "make_problem", "no_modified_alignment",
+    "gradient_relative_error", "libraries", "loss_relative_error", "make_problem", "more_cells_than_on_cpu",
+    "no_modified_alignment",
     "reference_candidate", "reference_result", "summarize", "tolerance_text", "u_max_zero", "verify",
 ]
 
@@ -266,6 +267,19 @@ def any_u_zero(problem: Problem) -> Optional[str]:
 
 def u_max_zero(problem: Problem) -> Optional[str]:
     return "U_max = 0 (targets of shape (N, 0))" if problem.targets.size(1) == 0 else None
+
+
+def more_cells_than_on_cpu(max_cells: int) -> Callable[[Problem, str], Optional[str]]:
+    """A ``skip`` for a loss whose CPU path runs Python-level torch ops per lattice cell:
+    problems of more than ``max_cells`` cells are not run on CPU (too slow)."""
+
+    def skip(problem: Problem, device: str) -> Optional[str]:
+        if device == "cpu" and problem.num_cells > max_cells:
+            return (f"{problem.num_cells} lattice cells > {max_cells}: its CPU path runs Python-level torch ops per "
+                    "cell (too slow here)")
+        return None
+
+    return skip
 
 
 def no_modified_alignment(problem: Problem, device: str = "cpu") -> Optional[str]:
