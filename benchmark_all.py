@@ -15,12 +15,12 @@ from __future__ import annotations
 import signal
 import sys
 
-from tlbench.errors import ArgumentParser, exit_on_usage_error
-from tlbench.executors import add_executor_arguments, resolve_executor
-from tlbench.harness import summary_line
-from tlbench.options import add_run_arguments, resolve_config
-from tlbench.registry import builtin_names, select
-from tlbench.suite import plan_jobs, run_suite, sort_modes
+from tlbench.core.errors import ArgumentParser, exit_on_usage_error
+from tlbench.implementations.registry import builtin_names, select
+from tlbench.run.executors import add_executor_arguments, resolve_executor
+from tlbench.run.harness import summary_line
+from tlbench.run.options import add_run_arguments, resolve_config
+from tlbench.run.suite import plan_jobs, run_suite, sort_modes
 
 
 def _interrupt(signum, frame):

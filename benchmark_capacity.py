@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How big a batch fits: for each implementation, the largest fixed batch size and the largest
 max-frames (sorted batching) whose step stays within ``--memory-budget-gb``, found by bisection
-over real probe runs of the suite's own step, each in its own process (see :mod:`tlbench.capacity`).
+over real probe runs of the suite's own step, each in its own process (see :mod:`tlbench.tools.capacity`).
 
 Writes ``capacity.md``, ``capacity.csv``, ``capacity.json`` and ``capacity.png`` into
 ``--out-dir`` (default ``log/capacity``), the probes' run folders under ``<out-dir>/probes/``.
@@ -15,11 +15,11 @@ import platform
 import sys
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.executors import add_executor_arguments, execute, resolve_executor
-from tlbench.io import atomic_save_tensor, atomic_write_json, atomic_write_text, check_input_file, check_output_dir
-from tlbench.options import DEFAULT_SEED, DTYPES, resolve_device
-from tlbench.registry import builtin_names, load, select
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.io import atomic_save_tensor, atomic_write_json, atomic_write_text, check_input_file, check_output_dir
+from tlbench.implementations.registry import builtin_names, load, select
+from tlbench.run.executors import add_executor_arguments, execute, resolve_executor
+from tlbench.run.options import DEFAULT_SEED, DTYPES, resolve_device
 
 DEFAULT_MAX_PROBES = 12
 
@@ -48,7 +48,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _budget_gb(args, device: str) -> float:
-    from tlbench.capacity import machine_memory_bytes
+    from tlbench.tools.capacity import machine_memory_bytes
 
     if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
         raise UsageError(f"--memory-budget-gb {args.memory_budget_gb} is not allowed; it must be > 0")
@@ -73,9 +73,8 @@ def prepare(argv):
     """Validates everything and returns (jobs, executor settings, header lines, out_dir)."""
     import torch
 
-    from shape_sampler import load_shape_info
-    from tlbench.capacity import MODES, CapacityJob
-    from tlbench.data import rescale_frames
+    from tlbench.data.shape_table import load_shape_info, rescale_frames
+    from tlbench.tools.capacity import MODES, CapacityJob
 
     args = build_parser().parse_args(argv)
     modes = list(MODES) if args.mode == "both" else [args.mode]
@@ -120,9 +119,9 @@ def main(argv=None) -> int:
     jobs, executor, header, out_dir = prepare(argv)
     from tqdm import tqdm
 
-    from tlbench.capacity import CapacityRow, run_capacity_job
     from tlbench.render.pictures import draw_capacity
     from tlbench.render.tables import capacity_csv, capacity_markdown
+    from tlbench.tools.capacity import CapacityRow, run_capacity_job
 
     rows = []
     with tqdm(total=len(jobs), desc="capacity searches", unit="search", file=sys.stderr) as progress:

@@ -2,7 +2,7 @@
 """Real-time factor and peak memory of transducer losses on a grid of durations x batch sizes.
 
 Each cell is a batch of identical utterances of one duration, run through the shared harness
-(see :mod:`tlbench.grid` for the cells, the schedule and the definitions of RTF and memory).
+(see :mod:`tlbench.tools.grid` for the cells, the schedule and the definitions of RTF and memory).
 ``--impl`` takes built-in names, ``all`` (the registry) or ``MODULE_OR_FILE:NAME`` (repeatable).
 Outputs in ``<out-dir>/grid-<impl>/``: ``grid.md`` (both tables), ``grid.csv``, ``grid.json``,
 optionally ``grid.tex``, and heatmaps ``grid-<impl>-rtf.png`` / ``grid-<impl>-memory.png`` in
@@ -18,14 +18,15 @@ import sys
 from typing import List, Optional
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.io import check_input_file, check_output_dir
-from tlbench.options import DEFAULT_SEED, resolve_device
-from tlbench.registry import builtin_names, load, select
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.io import check_input_file, check_output_dir
+from tlbench.core.status import Status
+from tlbench.implementations.registry import builtin_names, load, select
+from tlbench.run.options import DEFAULT_SEED, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tlbench.grid import CONFIG_KEYS, OUTPUT_FORMATS
+    from tlbench.tools.grid import CONFIG_KEYS, OUTPUT_FORMATS
 
     parser = ArgumentParser(description="Real-time factor and peak memory of transducer losses on a grid "
                             "of durations x batch sizes.")
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_args(args: argparse.Namespace):
     """Flags (which win) over the YAML file over the defaults; raises UsageError.
     Returns (implementations, GridSpec, GridSettings)."""
-    from tlbench.grid import (
+    from tlbench.tools.grid import (
         DEFAULT_BATCH_SIZES,
         DEFAULT_DURATIONS_S,
         DEFAULT_OUTPUT_FORMATS,
@@ -115,8 +116,9 @@ def resolve_args(args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None) -> None:
     command = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     impls, spec, settings = exit_on_usage_error(lambda: resolve_args(build_parser().parse_args(argv)))()
-    from tlbench.grid import STATUS_ERROR, run_grid, write_outputs
     from tlbench.render.tables import grid_markdown
+    from tlbench.report.grid_report import write_outputs
+    from tlbench.tools.grid import run_grid
 
     failed = False
     for impl in impls:
@@ -124,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         written = write_outputs(result)
         print(grid_markdown(result), flush=True)
         print("written: " + ", ".join(written.values()), flush=True)
-        failed = failed or any(c.status == STATUS_ERROR for c in result.cells)
+        failed = failed or any(c.status == Status.ERROR for c in result.cells)
     raise SystemExit(1 if failed else 0)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time and memory of RNN-T loss + backward alone, every implementation on the same logits.
 
-See :mod:`tlbench.loss_only` for what is measured. The batch is the first ``--num-utterances``
+See :mod:`tlbench.tools.loss_only` for what is measured. The batch is the first ``--num-utterances``
 rows of a shape table (by default the real LibriSpeech table in ``../shared/reference/`` when it
 is there, else the repository's ``shape_info.pt``); the implementations are the registry's
 (``--only``) and any ``--impl MODULE_OR_FILE:NAME``.
@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import sys
 
-from shape_sampler import load_shape_info
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.io import atomic_write_json, check_input_file, check_output_file
-from tlbench.registry import builtin_names, load, select
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.io import atomic_write_json, check_input_file, check_output_file
+from tlbench.data.shape_table import load_shape_info
+from tlbench.implementations.registry import builtin_names, load, select
 
 REFERENCE_SHAPES = os.path.join(os.path.dirname(REPO_DIR), "shared", "reference",
                                 "librispeech_train_clean_100_sp_shape_info.pt")
@@ -46,8 +46,8 @@ def main(argv=None) -> int:
                          f"(rows in {args.shape_info})")
     import torch
 
-    from tlbench.loss_only import make_batch, run_loss_only
     from tlbench.render.tables import loss_only_table
+    from tlbench.tools.loss_only import make_batch, run_loss_only
 
     data = make_batch(table[: args.num_utterances], args.vocab_size, args.seed)
     rows = run_loss_only(impls, data, args.repeats)

@@ -2,7 +2,7 @@
 """Writes a shape table (``shape_info.pt``) for the benchmarks: an int32 ``(num_cuts, 2)``
 tensor of ``[T, U]`` rows, T the encoder frames after subsampling, U the BPE tokens.
 
-Two sources (see :mod:`tlbench.shapes`):
+Two sources (see :mod:`tlbench.data.manifests`):
 
 - ``--manifest CUTS --bpe-model BPE``: a real lhotse cut manifest; U from the sentencepiece
   model, T from the cut's feature frames after the encoder's subsampling.
@@ -25,9 +25,9 @@ import sys
 from typing import Optional, Sequence
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.io import atomic_save_tensor, check_output_file
-from tlbench.shapes import (
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.io import atomic_save_tensor, check_output_file
+from tlbench.data.manifests import (
     DEFAULT_OUTPUT,
     DEFAULT_REFERENCE_STATS,
     SYNTHESIZERS,

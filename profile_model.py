@@ -4,7 +4,7 @@
 One step: random features and targets sized by a batch of the shape table, the encoder (4x
 front end + torchaudio Conformer), the stateless decoder, the loss (``--loss``: any
 implementation of the registry, default k2_pruned: the icefall chain 0.5 * simple + pruned),
-``loss.backward()`` and ``zero_grad(set_to_none=True)``; see :mod:`tlbench.model_profile`.
+``loss.backward()`` and ``zero_grad(set_to_none=True)``; see :mod:`tlbench.tools.model_profile`.
 
 Writes into ``<out-dir>/model-<loss>-<mode>/``: Chrome traces (one folder per profiler cycle),
 ``key_averages.txt`` (the full table of each cycle), ``rnnt_table.txt`` (the filtered ``rnnt*``
@@ -18,11 +18,11 @@ import sys
 from dataclasses import replace
 from typing import List, Optional
 
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.model import ModelConfig
-from tlbench.options import add_run_arguments, resolve_config, resolve_device, resolve_preset
-from tlbench.registry import builtin_names, load
-from tlbench.summary import EXIT_CODES, STATUS_OK
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.status import EXIT_CODES, Status
+from tlbench.implementations.registry import builtin_names, load
+from tlbench.run.options import add_run_arguments, resolve_config, resolve_device, resolve_preset
+from tlbench.tools.model import ModelConfig
 
 MODEL_FLAGS = {"num_layers": int, "model_dim": int, "num_heads": int, "ffn_dim": int, "conv_kernel_size": int,
                "decoder_dim": int, "joiner_dim": int, "dropout": float}
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def request_from_args(args: argparse.Namespace, command: List[str]):
     """Validates the flags (UsageError) and builds the request."""
-    from tlbench.model_profile import MODEL_PRESETS, ProfileRequest
+    from tlbench.tools.model_profile import MODEL_PRESETS, ProfileRequest
 
     impl = load(args.loss)
     if args.encoder_out_dim != 512:
@@ -80,15 +80,15 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     @exit_on_usage_error
     def run():
-        from tlbench.model_profile import run_profile
+        from tlbench.tools.model_profile import run_profile
 
         return run_profile(request_from_args(build_parser().parse_args(argv), command))
 
     summary = run()
-    from tlbench.render.tables import describe_profile, label_table
+    from tlbench.tools.model_profile_text import describe_profile, label_table
 
     print(describe_profile(summary), flush=True)
-    if summary.status != STATUS_OK:
+    if summary.status != Status.OK:
         print(f"{summary.label}: {summary.status}: {summary.reason}", flush=True)
     elif summary.step_times_us:
         print(label_table(summary), flush=True)

@@ -22,9 +22,9 @@ import os
 import sys
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, UsageError, exit_on_usage_error
-from tlbench.io import check_output_dir
-from tlbench.results import write_comparison, write_report
+from tlbench.core.errors import ArgumentParser, UsageError, exit_on_usage_error
+from tlbench.core.io import check_output_dir
+from tlbench.report.suite_report import write_comparison, write_report
 
 __all__ = ["main", "write_report"]
 
@@ -36,6 +36,8 @@ def main(argv=None) -> int:
                         help="folder holding <run>/summary.json (default: log/ in the repository)")
     parser.add_argument("--pic-dir", default=None, help="where the PNG pictures go (default: <results_dir>/pic)")
     parser.add_argument("--no-pictures", action="store_true", help="write the tables only")
+    parser.add_argument("--publish", metavar="FILE.md", default=None,
+                        help="also write the report to FILE.md with picture links relative to it (docs/results.md)")
     parser.add_argument("--compare", metavar="OTHER_RESULTS_DIR", default=None,
                         help="also write comparison.md/.json: step time and peak memory ratios (this folder / OTHER)")
     parser.add_argument("--tensorboard-compat", metavar="OUT_DIR", default=None,
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     if not os.path.isdir(results_dir):
         raise UsageError(f"results folder {args.results_dir!r} does not exist")
     if args.tensorboard_compat is not None:
-        from tlbench.tensorboard_compat import write_tensorboard_compat
+        from tlbench.measure.tensorboard_compat import write_tensorboard_compat
 
         written = write_tensorboard_compat(results_dir, check_output_dir(args.tensorboard_compat,
                                                                           "--tensorboard-compat"))
@@ -55,7 +57,9 @@ def main(argv=None) -> int:
         raise UsageError(f"--compare folder {args.compare!r} does not exist")
     if args.pic_dir is not None and not args.no_pictures:
         check_output_dir(args.pic_dir, "--pic-dir")
-    print(write_report(results_dir, pic_dir=args.pic_dir, pictures=not args.no_pictures))
+    if args.publish is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.publish))):
+        raise UsageError(f"--publish {args.publish!r}: its folder does not exist")
+    print(write_report(results_dir, pic_dir=args.pic_dir, pictures=not args.no_pictures, publish=args.publish))
     if args.compare is not None:
         print(write_comparison(results_dir, os.path.abspath(args.compare)))
     return 0

@@ -6,7 +6,7 @@ Random problems (seeded) cover mixed lengths in one batch, utterances with ``U_i
 with ``U_max = 0``, utterances with ``T_i = 1``, a vocabulary of 4096 and a longer pair of
 utterances. Each implementation's variants come from its ``IMPLEMENTATION.verify`` (the
 registry's, ``--only``, ``--impl MODULE_OR_FILE:NAME``); the engine, the errors and the
-tolerances are in :mod:`tlbench.verify`. Only FAIL rows make the exit status 1.
+tolerances are in :mod:`tlbench.tools.verify`. Only FAIL rows make the exit status 1.
 
 Usage:
   verify_losses.py [--seed S] [--output-json PATH] [--only NAME,...] [--impl SPEC] [--device auto|cpu|cuda]
@@ -22,12 +22,13 @@ import time
 from typing import Optional, Sequence
 
 from tlbench import REPO_DIR
-from tlbench.errors import ArgumentParser, exit_on_usage_error
-from tlbench.io import atomic_write_json, check_output_file
-from tlbench.options import resolve_device
-from tlbench.registry import builtin_names, load, select
+from tlbench.core.errors import ArgumentParser, exit_on_usage_error
+from tlbench.core.io import atomic_write_json, check_output_file
+from tlbench.core.status import Status
+from tlbench.implementations.registry import builtin_names, load, select
 from tlbench.render.tables import verify_table
-from tlbench.verify import (
+from tlbench.run.options import resolve_device
+from tlbench.tools.verify import (
     CROSS_DEVICE_FACTOR,
     GRAD_DEFINITION,
     GRAD_RTOL_FLOOR,
@@ -36,11 +37,6 @@ from tlbench.verify import (
     LOSS_RTOL,
     REFERENCE_DESCRIPTION,
     REFUSAL_POLICY,
-    STATUS_FAIL,
-    STATUS_OK,
-    STATUS_REFUSED,
-    STATUS_SKIPPED,
-    STATUS_UNAVAILABLE,
     Candidate,
     candidates_for,
     default_problems,
@@ -84,7 +80,7 @@ def run(argv: Optional[Sequence[str]] = None, candidates: Optional[Sequence[Cand
         candidates = [c for c in candidates if c.name in names]
     rows = verify(candidates, problems, progress=True)
     counts = summarize(rows)
-    passed = counts[STATUS_FAIL] == 0
+    passed = counts[Status.FAIL] == 0
     libs = libraries(candidates)
     import torch
 
@@ -101,8 +97,8 @@ def run(argv: Optional[Sequence[str]] = None, candidates: Optional[Sequence[Cand
     print()
     print(verify_table(rows))
     print()
-    print(f"summary: {counts[STATUS_OK]} ok, {counts[STATUS_FAIL]} FAIL, {counts[STATUS_REFUSED]} refused, "
-          f"{counts[STATUS_SKIPPED]} skipped, {counts[STATUS_UNAVAILABLE]} unavailable -> {'PASS' if passed else 'FAIL'} "
+    print(f"summary: {counts[Status.OK]} ok, {counts[Status.FAIL]} FAIL, {counts[Status.REFUSED]} refused, "
+          f"{counts[Status.SKIPPED]} skipped, {counts[Status.UNAVAILABLE]} unavailable -> {'PASS' if passed else 'FAIL'} "
           f"({time.perf_counter() - started:.1f} s)")
     atomic_write_json(output, {
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

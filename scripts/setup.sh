@@ -3,10 +3,13 @@
 #   1. pip install -r requirements.txt (skipped when nothing it depends on has changed);
 #   2. builds optimized_transducer 1.4 and fast_rnnt 1.3 from the registry's source
 #      distributions: a CUDA build for the GPU at hand (or for TLB_CUDA_ARCH) when nvcc matches
-#      torch's CUDA, a CPU build otherwise; skipped when the build of that kind already imports;
+#      torch's CUDA, a CPU build otherwise;
 #   3. builds warp_rnnt 0.7.0 (CUDA-only) for a CUDA setup;
-#   4. tries the real k2 through `k2utils install k2` with a bounded timeout; when k2's wheel
-#      pages cannot be reached, the k2 benchmarks use fast_rnnt instead and say so.
+#   4. k2: the real k2 1.24.4 (commit a741ae8), which has no wheel for today's torch: tries
+#      `k2utils install k2` (bounded), then builds it from source (CPU, or CUDA as above); when
+#      that is impossible the k2 benchmarks use fast_rnnt instead and say so.
+# Every source build leaves a wheel in a build cache keyed by what decides the binary; a later
+# setup (another venv or clone) with the same key installs that wheel in seconds.
 # Safe to run again: a second run only checks and prints what it reuses.
 #
 # Usage: bash scripts/setup.sh [--with NAME]...   (--with NAME also installs requirements-NAME.txt,
@@ -17,14 +20,26 @@
 #   TLB_CUDA_ARCH=9.0     CUDA build for this architecture (list: "8.0;9.0"), even without a GPU
 #                         (a compile check); default: the GPU's, or the user's TORCH_CUDA_ARCH_LIST
 #   CUDA_HOME=DIR         the CUDA toolkit with nvcc (default /usr/local/cuda)
-#   MODERNGPU_SOURCE=P    tarball, zip or folder of moderngpu 2b39855 for optimized_transducer's
-#                         CUDA build (default: downloaded from GitHub as upstream does)
 #   TLB_SYSTEM_TORCH=1    venv with the system's site packages; use the torch (and torchaudio)
 #                         that PYTHON has, never download them
 #   TLB_WHEELHOUSE=DIR    install everything from that folder (pip --no-index --find-links DIR);
 #                         fill it with scripts/fill_wheelhouse.sh on a connected machine
 #   TLB_REQUIREMENTS=F    a requirements file instead of requirements.txt (a reduced set)
-#   TLB_BUILDS="fast_rnnt optimized_transducer warp_rnnt"   the source builds to do
+#   TLB_BUILDS="fast_rnnt optimized_transducer warp_rnnt k2"   the source builds to do
+#   TLB_K2=auto|build|skip  auto (default): cache, k2utils, source build; build: no k2utils;
+#                         skip: no k2 at all (the k2 benchmarks use fast_rnnt)
+#   K2_SOURCE=P           tarball, zip or folder of k2 commit a741ae8 (default: the file
+#                         k2-a741ae8.tar.gz of TLB_THIRD_PARTY when there, else GitHub's archive)
+#   PYBIND11_SOURCE=P     pybind11 commit 5bc0943 for k2 (default: TLB_THIRD_PARTY's
+#                         pybind11-5bc0943.tar.gz when there, else k2's CMake downloads it)
+#   MODERNGPU_SOURCE=P    moderngpu 2b39855 for optimized_transducer's CUDA build, and
+#   MODERNGPU_K2_SOURCE=P moderngpu 8ec9ac0 for k2's (default: TLB_THIRD_PARTY's
+#                         moderngpu-<commit>.tar.gz when there, else downloaded from GitHub)
+#   TLB_THIRD_PARTY=DIR   where those defaults are looked for (default ../shared/third_party
+#                         beside the repository)
+#   TLB_CACHE=DIR         the build cache (default ${XDG_CACHE_HOME:-~/.cache}/tlbench)
+#   TLB_REBUILD=1         build again, ignoring the cache (or a list: TLB_REBUILD="fast_rnnt k2")
+#   TLB_BUILD_TIMING=1    time every compiler call of the CMake builds (setup-logs/compile-times-*)
 set -euo pipefail
 
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +49,7 @@ log_dir="$venv/setup-logs"
 build_dir="$venv/build"
 requirements="${TLB_REQUIREMENTS:-$repo_dir/requirements.txt}"
 system_torch="${TLB_SYSTEM_TORCH:-0}"
-builds="${TLB_BUILDS-fast_rnnt optimized_transducer warp_rnnt}"
+builds="${TLB_BUILDS-fast_rnnt optimized_transducer warp_rnnt k2}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { echo "[setup] $*"; }
@@ -256,37 +271,167 @@ if [ "$cuda_build" = ON ]; then flavor="cuda-$arch_norm"; else flavor="cpu"; fi
 # The builds find the venv's tools first (cmake from its wheel, ninja).
 export PATH="$venv/bin:$PATH"
 
-# What the CMake builds need, made once when one is due: pybind11 for FetchContent, C++17, nvrtc,
-# and cmake itself (its wheel, from the index or the wheelhouse, when there is none on PATH).
+# --- the build cache --------------------------------------------------------------------------
+# Every source build leaves its wheel in the cache, keyed by what decides the binary (see
+# make_key); a later setup whose key matches installs that wheel instead of building (seconds).
+# scripts/build_support.py writes entries under a temporary name and renames them into place,
+# and checks an entry (its key, the wheel's size, SHA-256 and zip) before anything is installed.
+cache_root="${TLB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tlbench}"
+rebuild="${TLB_REBUILD:-0}"
+support="$repo_dir/scripts/build_support.py"
+patches="$repo_dir/scripts/patches"
+# Offline copies of the sources that k2 and the CUDA builds download otherwise (CI has them).
+third_party="${TLB_THIRD_PARTY:-$repo_dir/../shared/third_party}"
+[ ! -d "$third_party" ] || third_party="$(cd "$third_party" && pwd)"
+
+wants_rebuild() {  # $1 = module; TLB_REBUILD=1 (all) or a list of names
+  case "$rebuild" in
+    ""|0|no|false) return 1 ;;
+    1|all|yes|true) return 0 ;;
+  esac
+  case " $(echo "$rebuild" | tr ',' ' ') " in *" $1 "*) return 0 ;; *) return 1 ;; esac
+}
+
+build_facts() {  # what every key holds: the Python ABI, torch and its CUDA, the C++ compiler
+  [ -z "${py_abi:-}" ] || return 0
+  read -r py_abi torch_label <<<"$("$py" -c 'import sysconfig, torch
+print(sysconfig.get_config_var("SOABI"), torch.__version__, "(CUDA " + (torch.version.cuda or "none") + ")")')"
+  cxx_label="$("${CXX:-c++}" --version 2>/dev/null | head -n 1 || echo unknown)"
+}
+
+# make_key NAME SOURCE "PATCH.py ..." RECIPE [LINE...]: the key's text in $key_file, its id in
+# $key_id. RECIPE is the build's flags without the paths of its inputs (those inputs are keyed
+# by what they are: Python, torch, CUDA, a pinned commit), so that another venv or clone on the
+# same machine finds the same key.
+make_key() {
+  local name="$1" source="$2" patch_list="$3" recipe="$4" p line
+  shift 4
+  build_facts
+  key_file="$build_dir/$name.key.txt"
+  {
+    echo "tlbench build cache key, format 1"
+    echo "package: $name $source"
+    printf 'patches:'
+    [ -n "$patch_list" ] || printf ' none'
+    for p in $patch_list; do printf ' %s=%s' "$p" "$(sha256sum "$patches/$p" | cut -c1-16)"; done
+    echo
+    echo "python: $py_abi"
+    echo "torch: $torch_label"
+    if [ "$cuda_build" = ON ]; then echo "build: cuda $arch_norm (nvcc $nvcc_cuda)"; else echo "build: cpu"; fi
+    echo "compiler: $cxx_label"
+    echo "recipe: $recipe"
+    for line in "$@"; do echo "$line"; done
+  } >"$key_file"
+  key_id="$(sha256sum "$key_file" | cut -c1-24)"
+}
+
+dist_version() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || echo "?"; }
+
+already_built() {  # $1 = module: the venv holds the build of this key and it imports
+  [ "$(cat "$build_dir/$1.key" 2>/dev/null)" = "$key_id" ] && "$py" -c "import $1" >/dev/null 2>&1
+}
+
+install_wheel() {  # $1 = module, $2 = wheel, $3 = log: installs it (no deps, no index), checks the import
+  "$py" -m pip install --no-deps --no-index --force-reinstall --no-cache-dir "$2" >>"$3" 2>&1 \
+    && "$py" -c "import $1" >>"$3" 2>&1
+}
+
+from_cache() {  # $1 = module, $2 = dist, $3 = log: true when the cache's wheel of this key is installed
+  local tmp out rc start=$SECONDS
+  if wants_rebuild "$1"; then
+    say "$1: TLB_REBUILD=$rebuild, the build cache is not read"
+    return 1
+  fi
+  mkdir -p "$build_dir/tmp"
+  tmp="$(mktemp -d "$build_dir/tmp/cache-XXXXXX")"
+  if out="$("$py" "$support" lookup "$cache_root" "$1" "$key_file" "$tmp" 2>&1)"; then rc=0; else rc=$?; fi
+  out="$(echo "$out" | tail -n 1)"
+  if [ "$rc" -eq 0 ]; then
+    if install_wheel "$1" "$out" "$3"; then
+      echo "$key_id" >"$build_dir/$1.key"
+      say "$1 installed from the build cache ($(basename "$out"), key $key_id, $((SECONDS - start)) s)"
+      rm -rf "$tmp"
+      return 0
+    fi
+    say "$1: the cached $(basename "$out") does not install or import (log: $3): entry removed, building it"
+    "$py" -m pip uninstall -y "$2" >>"$3" 2>&1 || true
+    "$py" "$support" drop "$cache_root" "$1" "$key_file" || true
+  elif [ "$rc" -eq 3 ]; then
+    say "$1: build cache $out; building it"
+  elif [ "$rc" -ne 1 ]; then
+    say "$1: the build cache could not be read ($out); building it"
+  fi
+  rm -rf "$tmp"
+  return 1
+}
+
+to_cache() {  # $1 = module, $2 = wheel, $3 = build seconds
+  local out
+  if out="$("$py" "$support" store "$cache_root" "$1" "$key_file" "$2" "$3" 2>&1)"; then
+    say "$1 stored in the build cache ($(echo "$out" | tail -n 1))"
+  else
+    say "$1 not stored in the build cache $cache_root ($(echo "$out" | tail -n 1))"
+  fi
+}
+
+# build_wheel MODULE DIST LOG START TARGET [ENV=VALUE...]: pip wheel TARGET (no build isolation,
+# no dependencies) with the environment given, install the wheel, check the import, cache it.
+build_wheel() {
+  local module="$1" dist="$2" log="$3" start="$4" target="$5" wheels wheel
+  shift 5
+  wheels="$build_dir/wheels/$module"
+  rm -rf "$wheels" && mkdir -p "$wheels"
+  if ! env TLB_COMPILE_TIMES="$log_dir/compile-times-$module.txt" "$@" "$py" -m pip wheel --no-deps --no-build-isolation --no-cache-dir "${pip_index_args[@]}" \
+      -w "$wheels" "$target" >>"$log" 2>&1; then
+    finish_build "$module" "$dist" "$log" "$start" "the wheel build failed"
+    return 1
+  fi
+  wheel="$(find "$wheels" -maxdepth 1 -name '*.whl' | head -n 1)"
+  if [ -z "$wheel" ] || ! install_wheel "$module" "$wheel" "$log"; then
+    finish_build "$module" "$dist" "$log" "$start" "${wheel:+$(basename "$wheel") does not install or import}${wheel:-no wheel}"
+    return 1
+  fi
+  finish_build "$module" "$dist" "$log" "$start" || return 1
+  to_cache "$module" "$wheel" "$((SECONDS - start))"
+  rm -rf "$wheels"
+}
+
+# What the CMake builds of fast_rnnt and optimized_transducer need, made once: pybind11 for
+# FetchContent, C++17, nvrtc; and cmake itself (its wheel, from the index or the wheelhouse,
+# when there is none on PATH) when a build is due.
 cmake_support() {
-  [ -z "${common_cmake_args:-}" ] || return 0
-  local build_support="$venv/build-support" pybind11_cmake_dir nvrtc
+  [ -z "${common_recipe:-}" ] || return 0
+  local build_support="$venv/build-support" pybind11_cmake_dir
   mkdir -p "$build_support/pybind11"
-  pybind11_cmake_dir="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')" || return 1
+  read -r pybind11_cmake_dir pybind11_version <<<"$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir(), pybind11.__version__)')" \
+    || return 1
+  [ -n "$pybind11_version" ] || return 1
   # Both projects fetch pybind11 2.6 from GitHub with FetchContent; we hand them the registry's
   # pybind11 instead (no network here) through FETCHCONTENT_SOURCE_DIR_PYBIND11.
-  cat >"$build_support/pybind11/CMakeLists.txt" <<EOF
+  cat >"$build_support/pybind11/CMakeLists.txt" <<EOC
 cmake_minimum_required(VERSION 3.5)
 find_package(pybind11 CONFIG REQUIRED GLOBAL PATHS "$pybind11_cmake_dir")
-EOF
+EOC
   # torch 2.11's headers need C++17; the projects ask for C++14.
-  cat >"$build_support/cxx17.cmake" <<'EOF'
+  cat >"$build_support/cxx17.cmake" <<'EOC'
 set(CMAKE_CXX_STANDARD 17 CACHE STRING "C++ standard" FORCE)
 set(CMAKE_CXX_STANDARD 17)
-EOF
-  nvrtc="$("$py" - <<'EOF'
+EOC
+  nvrtc="$("$py" - <<'EOC'
 import glob, os, sys
 hits = [h for d in sys.path if os.path.isdir(d)
         for h in glob.glob(os.path.join(d, "nvidia", "cu13", "lib", "libnvrtc.so.13"))]
 print(hits[0] if hits else "")
-EOF
+EOC
 )"
-  common_cmake_args="-DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
--DCMAKE_PROJECT_INCLUDE=$build_support/cxx17.cmake \
+  common_recipe="-DCMAKE_BUILD_TYPE=Release -DCMAKE_POLICY_VERSION_MINIMUM=3.5"
+  common_locations="-DCMAKE_PROJECT_INCLUDE=$build_support/cxx17.cmake \
 -DFETCHCONTENT_SOURCE_DIR_PYBIND11=$build_support/pybind11 \
 -DCUDA_TOOLKIT_ROOT_DIR=$cuda_home -DPYTHON_EXECUTABLE=$py"
-  [ -z "$nvrtc" ] || common_cmake_args="$common_cmake_args -DCUDA_nvrtc_LIBRARY=$nvrtc"
-  [ "$cuda_build" != ON ] || common_cmake_args="$common_cmake_args -DCMAKE_CUDA_COMPILER=$nvcc"
+  [ -z "$nvrtc" ] || common_locations="$common_locations -DCUDA_nvrtc_LIBRARY=$nvrtc"
+  [ "$cuda_build" != ON ] || common_locations="$common_locations -DCMAKE_CUDA_COMPILER=$nvcc"
+}
+need_cmake() {
   if ! command -v cmake >/dev/null 2>&1; then
     say "no cmake on PATH: installing the cmake wheel into the venv"
     "$py" -m pip install -q "${pip_index_args[@]}" cmake >"$log_dir/pip-cmake.log" 2>&1 \
@@ -294,15 +439,16 @@ EOF
   fi
 }
 
-wants_build() { case " $builds " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-
-# The build of each kind is remembered in $build_dir/<module>.flavor ("cpu" or "cuda-9.0"); a
-# module that imports without that file is an earlier CPU build.
-reuse_build() {  # $1 = module; true when the build of the wanted kind is there
-  local have="cpu"
-  [ -f "$build_dir/$1.flavor" ] && have="$(cat "$build_dir/$1.flavor")"
-  [ "$have" = "$flavor" ] && "$py" -c "import $1" >/dev/null 2>&1
+# TLB_BUILD_TIMING=1: every compiler call of the CMake builds is timed into
+# $log_dir/compile-times-<module>.txt (seconds, file), e.g. to find a build's longest file.
+launcher_locations() {  # $1 = module; prints the CMake arguments (none without TLB_BUILD_TIMING)
+  [ "${TLB_BUILD_TIMING:-0}" = 1 ] || return 0
+  : >"$log_dir/compile-times-$1.txt"
+  local l="$repo_dir/scripts/compile_timer.sh"
+  echo "-DCMAKE_CXX_COMPILER_LAUNCHER=$l -DCMAKE_CUDA_COMPILER_LAUNCHER=$l"
 }
+
+wants_build() { case " $builds " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # The CUDA builds need patched copies: the registry's sdist is unpacked into $build_dir/src
 # (the downloaded file stays untouched). Sources: the wheelhouse, else the index.
@@ -315,7 +461,7 @@ fetch_sdist() {  # $1 = dist name, $2 = version; prints the tarball's path
       local found
       found="$(find "$wheelhouse" -maxdepth 1 \( -iname "$1-$2.tar.gz" -o -iname "$(echo "$1" | tr _ -)-$2.tar.gz" \) | head -n 1)"
       [ -n "$found" ] || { echo "$1-$2.tar.gz is not in the wheelhouse $wheelhouse" >&2; return 1; }
-      cp "$found" "$tarball"
+      cp "$found" "$tarball.part" && mv "$tarball.part" "$tarball"
     else
       PYTHON="$py" bash "$repo_dir/scripts/fill_wheelhouse.sh" "$sdist_dir" --sdists-only >&2 || return 1
       [ -f "$tarball" ] || { echo "fill_wheelhouse.sh did not fetch $1-$2.tar.gz" >&2; return 1; }
@@ -326,87 +472,50 @@ fetch_sdist() {  # $1 = dist name, $2 = version; prints the tarball's path
 unpack_sdist() {  # $1 = dist name, $2 = version; prints the fresh source folder
   local tarball src="$build_dir/src/$1-$2"
   tarball="$(fetch_sdist "$1" "$2")" || return 1
-  rm -rf "$src" && mkdir -p "$build_dir/src"
-  tar -xzf "$tarball" -C "$build_dir/src" || return 1
-  [ -d "$src" ] || { echo "$tarball did not unpack into $src" >&2; return 1; }
-  echo "$src"
+  "$py" "$support" unpack "$tarball" "$src" setup.py | tail -n 1
+  [ -f "$src/setup.py" ] || return 1
 }
 
-# The CMake projects hard-code GPU architecture candidates (35 50 60 61 70 75, + 80 86) and fall
-# back to all of them when the GPU's is not among them; nvcc 13 refuses compute_35, so the
-# candidates become the target architectures.
-set_arch_candidates() {  # $1 = source folder, $2 = prefix (FT/OT)
-  local cmakelists="$1/CMakeLists.txt"
-  sed -i -E "s/^( *set\($2_COMPUTE_ARCH_CANDIDATES) [0-9 ]+\)/\1 $cmake_archs)/; /^ *list\(APPEND $2_COMPUTE_ARCH_CANDIDATES /d" "$cmakelists"
-  grep -q "set($2_COMPUTE_ARCH_CANDIDATES $cmake_archs)" "$cmakelists" \
-    || { echo "could not set the architecture candidates in $cmakelists" >&2; return 1; }
+apply_patch() {  # $1 = patch file in scripts/patches, then its arguments
+  local patch="$1"
+  shift
+  "$py" "$patches/$patch" "$@"
 }
 
-# optimized_transducer's CUDA build needs moderngpu at commit 2b39855 (upstream downloads it from
-# GitHub with FetchContent); its context.hxx reads cudaDeviceProp::clockRate and memoryClockRate,
-# which CUDA 13 removed: they only feed a device-info string, so the copy here reads them through
-# cudaDeviceGetAttribute instead.
-moderngpu_commit=2b3985541c8e88a133769598c406c33ddde9d0a5
-moderngpu_url="https://github.com/moderngpu/moderngpu/archive/$moderngpu_commit.zip"
-moderngpu_sha256=191546af18cd5fb858ecb561316f3af67537ab16f610fc8f1a5febbffc27755a
-prepare_moderngpu() {  # prints the patched moderngpu folder
-  local dest="$build_dir/moderngpu-${moderngpu_commit:0:7}" source="${MODERNGPU_SOURCE:-}" tmp
-  if [ -f "$dest/.tlb-patched" ]; then echo "$dest"; return 0; fi
-  rm -rf "$dest" "$dest.tmp" && mkdir -p "$dest.tmp"
-  tmp="$dest.tmp"
+# moderngpu, patched for CUDA 13 (scripts/patches/moderngpu_cuda13.py): commit 2b39855 for
+# optimized_transducer, 8ec9ac0 for k2; both download it from GitHub with FetchContent.
+# prepare_moderngpu COMMIT SHA256-OF-THE-GITHUB-ZIP VARIABLE: prints the patched folder.
+prepare_moderngpu() {
+  local commit="$1" sha="$2" var="$3" short="${1:0:7}" dest source stamp out
+  dest="$build_dir/moderngpu-$short"
+  source="${!var:-}"
+  stamp="$(sha256sum "$patches/moderngpu_cuda13.py" | cut -c1-16) ${source:-download}"
+  if [ -f "$dest/.tlb-patched" ] && [ "$(cat "$dest/.tlb-patched")" = "$stamp" ]; then echo "$dest"; return 0; fi
+  if [ -z "$source" ] && [ -f "$third_party/moderngpu-$short.tar.gz" ]; then
+    source="$third_party/moderngpu-$short.tar.gz"
+    stamp="${stamp% *} $source"
+  fi
   if [ -z "$source" ]; then
-    source="$tmp/moderngpu.zip"
-    if ! "$py" - "$moderngpu_url" "$source" "$moderngpu_sha256" >"$log_dir/moderngpu.log" 2>&1 <<'EOF'
-import hashlib, sys, urllib.request
-url, path, sha = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=30).read()
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"{url}: SHA-256 mismatch")
-open(path, "wb").write(data)
-EOF
-    then
-      say "moderngpu could not be downloaded from GitHub ($(tail -n 1 "$log_dir/moderngpu.log" | cut -c1-120)): set MODERNGPU_SOURCE to a tarball, zip or folder of moderngpu commit ${moderngpu_commit:0:7}" >&2
-      rm -rf "$tmp"
+    source="$build_dir/moderngpu-$short.zip"
+    if ! out="$("$py" "$support" download "https://github.com/moderngpu/moderngpu/archive/$commit.zip" "$source" "$sha" 2>&1)"; then
+      say "moderngpu $short could not be downloaded from GitHub ($(echo "$out" | tail -n 1 | cut -c1-120)): set $var to a tarball, zip or folder of moderngpu commit $short" >&2
       return 1
     fi
   fi
-  if [ -d "$source" ]; then
-    cp -a "$source/." "$tmp/"
-  elif [ -f "$source" ]; then
-    "$py" -c 'import shutil, sys; shutil.unpack_archive(sys.argv[1], sys.argv[2])' "$source" "$tmp" \
-      || { say "MODERNGPU_SOURCE=$source could not be unpacked" >&2; rm -rf "$tmp"; return 1; }
-    rm -f "$tmp/moderngpu.zip"
-  else
-    say "MODERNGPU_SOURCE=$source is neither a file nor a folder" >&2
+  if ! out="$("$py" "$support" unpack "$source" "$dest" src/moderngpu/context.hxx "$commit" 2>&1)"; then
+    say "$var=$source: $(echo "$out" | tail -n 1)" >&2
     return 1
   fi
-  local top
-  top="$(find "$tmp" -path '*/src/moderngpu/context.hxx' | head -n 1)"
-  [ -n "$top" ] || { say "no src/moderngpu/context.hxx in moderngpu from ${MODERNGPU_SOURCE:-$moderngpu_url}" >&2; rm -rf "$tmp"; return 1; }
-  mv "$(dirname "$(dirname "$(dirname "$top")")")" "$dest"
-  rm -rf "$tmp"
-  "$py" - "$dest/src/moderngpu/context.hxx" <<'EOF'
-import sys
-path = sys.argv[1]
-text = open(path).read()
-old = "  double memBandwidth = (prop.memoryClockRate * 1000.0) *"
-new = ("  int clockRate = 0, memoryClockRate = 0;  // cudaDeviceProp lost both fields in CUDA 13\n"
-       "  cudaDeviceGetAttribute(&clockRate, cudaDevAttrClockRate, ordinal);\n"
-       "  cudaDeviceGetAttribute(&memoryClockRate, cudaDevAttrMemoryClockRate, ordinal);\n"
-       "  double memBandwidth = (memoryClockRate * 1000.0) *")
-if "prop.clockRate" in text:
-    assert old in text, "unexpected context.hxx"
-    text = text.replace(old, new).replace("prop.clockRate / 1000.0", "clockRate / 1000.0")
-    text = text.replace("prop.memoryClockRate / 1000.0", "memoryClockRate / 1000.0")
-    assert "prop.clockRate" not in text and "prop.memoryClockRate" not in text
-    open(path, "w").write(text)
-EOF
-  touch "$dest/.tlb-patched"
+  if ! out="$(apply_patch moderngpu_cuda13.py "$dest" 2>&1)"; then
+    say "moderngpu $short could not be patched: $out" >&2
+    return 1
+  fi
+  echo "$stamp" >"$dest/.tlb-patched"
   echo "$dest"
 }
 
 cuda_code_report() {  # $1 = dist name; one line: which of its libraries hold GPU code, for which sm
-  "$py" - "$1" <<'EOF' 2>/dev/null || true
+  "$py" - "$1" <<'EOC' 2>/dev/null || true
 import importlib.metadata as md, os, shutil, subprocess, sys
 so = [str(f.locate()) for f in md.distribution(sys.argv[1]).files or [] if ".so" in f.name]
 parts = []
@@ -420,13 +529,13 @@ for path in so:
         sms = ",".join(sorted({w.rsplit(".", 2)[-2] for w in out.split() if w.endswith(".cubin")}))
     parts.append(os.path.basename(path) + (f" ({sms})" if sms else " (.nv_fatbin)"))
 print("GPU code in " + ", ".join(parts) if parts else "NO GPU code in " + ", ".join(map(os.path.basename, so)))
-EOF
+EOC
 }
 
-finish_build() {  # $1 = module, $2 = dist name, $3 = log, $4 = start time (SECONDS)
+finish_build() {  # $1 = module, $2 = dist name, $3 = log, $4 = start time (SECONDS)[, $5 = what failed]
   local seconds=$((SECONDS - $4))
-  if "$py" -c "import $1" >"$3.import" 2>&1; then
-    echo "$flavor" >"$build_dir/$1.flavor"
+  if [ -z "${5:-}" ] && "$py" -c "import $1" >"$3.import" 2>&1; then
+    echo "$key_id" >"$build_dir/$1.key"
     if [ "$cuda_build" = ON ]; then
       say "$1 built (CUDA $arch_norm, ${seconds} s; $(cuda_code_report "$2"))"
     else
@@ -434,102 +543,256 @@ finish_build() {  # $1 = module, $2 = dist name, $3 = log, $4 = start time (SECO
     fi
     return 0
   fi
-  cat "$3.import" >>"$3"
+  rm -f "$build_dir/$1.key"
+  [ ! -f "$3.import" ] || cat "$3.import" >>"$3"
   tail -n 30 "$3" >&2
-  say "building $1 failed after ${seconds} s (log: $3); its benchmark will report 'unavailable'" >&2
+  local note="its benchmark will report 'unavailable'"
+  [ -z "${fallback_note:-}" ] || note="$fallback_note"
+  say "building $1 failed after ${seconds} s (${5:-it does not import}; log: $3); $note" >&2
   return 1
 }
 
 # --- build optimized_transducer and fast_rnnt from source ------------------------------------
 build_sdist() {  # $1 = import name, $2 = version, $3 = env var prefix (OT/FT)
-  local module="$1" version="$2" prefix="$3" log="$log_dir/build-$1.log" start=$SECONDS src args
+  local module="$1" version="$2" prefix="$3" log="$log_dir/build-$1.log" start=$SECONDS src recipe args
+  local patch_list="" extra=() mgpu=""
   wants_build "$module" || { say "$module skipped (not in TLB_BUILDS)"; return 0; }
-  if reuse_build "$module"; then
-    say "$module already built ($flavor, $("$py" -c "import importlib.metadata as m; print(m.version('$module'))"))"
-    return 0
-  fi
-  if ! command -v make >/dev/null 2>&1; then
-    say "building $module needs make, which is not on PATH; its benchmark will report 'unavailable'" >&2
-    return 0
-  fi
   if ! cmake_support; then
     say "building $module needs pybind11 in the venv (requirements.txt has it); its benchmark will report 'unavailable'" >&2
     return 0
   fi
-  args="$common_cmake_args -D${prefix}_WITH_CUDA=$cuda_build -D${prefix}_BUILD_TESTS=OFF"
+  recipe="$common_recipe -D${prefix}_WITH_CUDA=$cuda_build -D${prefix}_BUILD_TESTS=OFF, C++17 (CMAKE_PROJECT_INCLUDE)"
+  [ "$cuda_build" != ON ] || patch_list="arch_candidates.py"
+  if [ "$cuda_build" = ON ] && [ "$module" = optimized_transducer ]; then
+    patch_list="$patch_list moderngpu_cuda13.py"
+    extra+=("moderngpu: $moderngpu_commit")
+  fi
+  make_key "$module" "$version (the registry's sdist)" "$patch_list" "$recipe" \
+    "pybind11: $pybind11_version (the venv's, through FETCHCONTENT_SOURCE_DIR_PYBIND11)" "${extra[@]}"
+  if already_built "$module"; then
+    say "$module already built ($flavor, $(dist_version "$module"))"
+    return 0
+  fi
   : >"$log"
+  from_cache "$module" "$module" "$log" && return 0
+  if ! command -v make >/dev/null 2>&1; then
+    say "building $module needs make, which is not on PATH; its benchmark will report 'unavailable'" >&2
+    return 0
+  fi
+  need_cmake
+  args="$common_recipe -D${prefix}_WITH_CUDA=$cuda_build -D${prefix}_BUILD_TESTS=OFF $common_locations $(launcher_locations "$module")"
   if [ "$cuda_build" = OFF ]; then
     say "building $module==$version from source (CPU; about a minute)"
-    # With the system's torch, its own dependency metadata is none of pip's business here.
-    local no_deps=()
-    [ "$system_torch" != 1 ] || no_deps=(--no-deps)
-    env "${prefix}_CMAKE_ARGS=$args" "${prefix}_MAKE_ARGS=-j$(nproc)" \
-      "$py" -m pip install --no-build-isolation --no-binary "$module" --no-cache-dir "${pip_index_args[@]}" \
-      "${no_deps[@]}" -c "$constraints" "$module==$version" >>"$log" 2>&1 || true
+    if ! src="$(fetch_sdist "$module" "$version" 2>>"$log")"; then
+      say "building $module failed: no source distribution (log: $log); its benchmark will report 'unavailable'" >&2
+      return 0
+    fi
+    build_wheel "$module" "$module" "$log" "$start" "$src" "${prefix}_CMAKE_ARGS=$args" "${prefix}_MAKE_ARGS=-j$(nproc)" || true
   else
     say "building $module==$version from source (CUDA $arch_norm; a minute or two)"
-    if ! src="$(unpack_sdist "$module" "$version" 2>>"$log")" || ! set_arch_candidates "$src" "$prefix" 2>>"$log"; then
+    if ! src="$(unpack_sdist "$module" "$version" 2>>"$log")" || ! apply_patch arch_candidates.py "$src" "$prefix" "$cmake_archs" 2>>"$log"; then
       say "building $module failed: no patched source (log: $log); its benchmark will report 'unavailable'" >&2
       return 0
     fi
     if [ "$module" = optimized_transducer ]; then
-      local mgpu
-      if ! mgpu="$(prepare_moderngpu)"; then
+      if ! mgpu="$(prepare_moderngpu "$moderngpu_commit" "$moderngpu_sha256" MODERNGPU_SOURCE)"; then
         say "building $module skipped: no moderngpu (see above); its benchmark will report 'unavailable'" >&2
         return 0
       fi
       args="$args -DFETCHCONTENT_SOURCE_DIR_MODERNGPU=$mgpu"
     fi
-    env "${prefix}_CMAKE_ARGS=$args" "${prefix}_MAKE_ARGS=-j$(nproc)" TORCH_CUDA_ARCH_LIST="$arch_norm" \
-      CUDA_HOME="$cuda_home" CUDACXX="$nvcc" PATH="$cuda_home/bin:$PATH" \
-      "$py" -m pip install --no-build-isolation --no-deps --no-cache-dir "$src" >>"$log" 2>&1 || true
+    build_wheel "$module" "$module" "$log" "$start" "$src" "${prefix}_CMAKE_ARGS=$args" "${prefix}_MAKE_ARGS=-j$(nproc)" \
+      TORCH_CUDA_ARCH_LIST="$arch_norm" CUDA_HOME="$cuda_home" CUDACXX="$nvcc" PATH="$cuda_home/bin:$PATH" || true
   fi
-  finish_build "$module" "$module" "$log" "$start" || true
 }
+moderngpu_commit=2b3985541c8e88a133769598c406c33ddde9d0a5
+moderngpu_sha256=191546af18cd5fb858ecb561316f3af67537ab16f610fc8f1a5febbffc27755a
 build_sdist optimized_transducer 1.4 OT
 build_sdist fast_rnnt 1.3 FT
 
 # --- warp_rnnt: CUDA-only, so built only for a CUDA setup ------------------------------------
 # Its setup.py refuses to run unless torch.cuda.is_available(); the unpacked copy drops that
-# check, so that TORCH_CUDA_ARCH_LIST alone decides what it is built for (also without a GPU),
-# and reads its version with importlib.metadata instead of the deprecated pkg_resources.
+# check (scripts/patches/warp_rnnt_no_gpu_check.py), so that TORCH_CUDA_ARCH_LIST alone decides
+# what it is built for (also without a GPU).
 if ! wants_build warp_rnnt; then
   say "warp_rnnt skipped (not in TLB_BUILDS)"
 elif [ "$cuda_build" != ON ]; then
   say "warp_rnnt skipped: it is CUDA-only and this setup is a CPU build"
-elif reuse_build warp_rnnt; then
-  say "warp_rnnt already built ($flavor)"
 else
-  say "building warp_rnnt==0.7.0 from source (CUDA $arch_norm)"
+  make_key warp_rnnt "0.7.0 (the registry's sdist)" warp_rnnt_no_gpu_check.py \
+    "torch.utils.cpp_extension, TORCH_CUDA_ARCH_LIST=$arch_norm"
   log="$log_dir/build-warp_rnnt.log" start=$SECONDS
-  : >"$log"
-  if src="$(unpack_sdist warp_rnnt 0.7.0 2>>"$log")" \
-      && sed -i 's/^if not torch\.cuda\.is_available():/if False:  # setup.sh: TORCH_CUDA_ARCH_LIST decides/' "$src/setup.py" \
-      && grep -q '^if False:  # setup.sh' "$src/setup.py" \
-      && sed -i -e 's/^from pkg_resources import get_distribution$/from importlib.metadata import version as get_version/' \
-                -e "s/^__version__ = get_distribution('warp_rnnt').version$/__version__ = get_version('warp_rnnt')/" \
-                "$src/warp_rnnt/__init__.py"; then
-    env TORCH_CUDA_ARCH_LIST="$arch_norm" CUDA_HOME="$cuda_home" PATH="$cuda_home/bin:$PATH" MAX_JOBS="$(nproc)" \
-      "$py" -m pip install --no-build-isolation --no-deps --no-cache-dir "$src" >>"$log" 2>&1 || true
-    finish_build warp_rnnt warp_rnnt "$log" "$start" || true
+  if already_built warp_rnnt; then
+    say "warp_rnnt already built ($flavor)"
+  elif : >"$log" && from_cache warp_rnnt warp_rnnt "$log"; then
+    :
   else
-    say "building warp_rnnt failed: no patched source (log: $log); its benchmark will report 'unavailable'" >&2
+    say "building warp_rnnt==0.7.0 from source (CUDA $arch_norm)"
+    if src="$(unpack_sdist warp_rnnt 0.7.0 2>>"$log")" && apply_patch warp_rnnt_no_gpu_check.py "$src" 2>>"$log"; then
+      build_wheel warp_rnnt warp_rnnt "$log" "$start" "$src" TORCH_CUDA_ARCH_LIST="$arch_norm" CUDA_HOME="$cuda_home" \
+        PATH="$cuda_home/bin:$PATH" MAX_JOBS="$(nproc)" || true
+    else
+      say "building warp_rnnt failed: no patched source (log: $log); its benchmark will report 'unavailable'" >&2
+    fi
   fi
 fi
 
-# --- the real k2, when k2's wheel pages can be reached ---------------------------------------
-if "$py" -c "import k2" >/dev/null 2>&1; then
-  say "k2 already installed"
-elif [ "$offline" = 1 ]; then
-  say "k2 not tried (offline install from a wheelhouse); the k2 benchmarks use fast_rnnt"
-elif [ ! -x "$venv/bin/k2utils" ]; then
-  say "k2 not tried (k2utils is not installed); the k2 benchmarks use fast_rnnt"
-else
-  say "trying 'k2utils install k2' (k2's own wheel pages; 20 s limit)"
-  if timeout 20 "$venv/bin/k2utils" install k2 >"$log_dir/k2.log" 2>&1 && "$py" -c "import k2" >/dev/null 2>&1; then
-    say "k2 installed"
+# --- k2 ---------------------------------------------------------------------------------------
+# k2's wheels stop at torch 2.7.1, so for today's torch k2 is built from source: commit a741ae8
+# (1.24.4) through its own setup.py, as a CPU build or a CUDA build for the GPU at hand. Before
+# that: the build cache, then `k2utils install k2` (k2's wheel pages, bounded). Without k2, the
+# k2 benchmarks use fast_rnnt and say so.
+k2_commit=a741ae88abc6995345aa166464a239b7d270dd4c
+k2_version=1.24.4
+pybind11_k2_commit=5bc0943ed96836f46489f53961f6c438d2935357
+moderngpu_k2_commit=8ec9ac0de8672de7217d014917eedec5317f75f3
+moderngpu_k2_sha256=1c20ffbb81d6f7bbe6107aaa5ee6d37392677c8a5fc7894935149c3ef0a3c2fb
+k2_mode="${TLB_K2:-auto}"
+fallback_note="the k2 benchmarks use fast_rnnt"
+
+k2_imports() { "$py" -c "import k2" >/dev/null 2>&1; }
+
+# A source: the variable, else the file of that name in ../shared/third_party when it is there.
+default_source() {  # $1 = variable name, $2 = file name in $third_party; prints "path (origin)" or nothing
+  if [ -n "${!1:-}" ]; then
+    echo "${!1}"
+  elif [ -f "$third_party/$2" ]; then
+    echo "$third_party/$2"
+  fi
+}
+
+k2_key() {
+  local patch_list="k2_no_kaldifeat.py" recipe extra=("pybind11: $pybind11_k2_commit")
+  recipe="K2_IS_STABLE=1 setup.py; -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=17 -DK2_WITH_CUDA=$cuda_build -DK2_ENABLE_TESTS=OFF -DK2_ENABLE_BENCHMARK=OFF"
+  if [ "$cuda_build" = ON ]; then
+    patch_list="$patch_list k2_cuda13.py arch_candidates.py moderngpu_cuda13.py"
+    recipe="$recipe -DK2_ENABLE_NVTX=OFF -DK2_BUILD_FOR_ALL_ARCHS=ON"
+    extra+=("moderngpu: $moderngpu_k2_commit")
+  fi
+  make_key k2 "$k2_version (commit $k2_commit)" "$patch_list" "$recipe" "${extra[@]}"
+}
+
+build_k2() {
+  local log="$log_dir/build-k2.log" start=$SECONDS source src pybind11_dir="" mgpu="" out args inc nvrtc_k2
+  : >"$log"
+  if ! command -v make >/dev/null 2>&1 || ! command -v git >/dev/null 2>&1; then
+    say "building k2 needs make and git (its CMake asks for git), not both on PATH; $fallback_note" >&2
+    return 0
+  fi
+  need_cmake
+  # The source: K2_SOURCE, ../shared/third_party/k2-a741ae8.tar.gz, or GitHub's archive.
+  source="$(default_source K2_SOURCE "k2-${k2_commit:0:7}.tar.gz")"
+  if [ -z "$source" ]; then
+    source="$build_dir/k2-$k2_commit.tar.gz"
+    if [ ! -f "$source" ] && ! out="$("$py" "$support" download "https://github.com/k2-fsa/k2/archive/$k2_commit.tar.gz" "$source" 2>&1)"; then
+      say "k2's source could not be downloaded from GitHub ($(echo "$out" | tail -n 1 | cut -c1-120)): set K2_SOURCE to a tarball or folder of k2 commit ${k2_commit:0:7}; $fallback_note" >&2
+      return 0
+    fi
+  fi
+  src="$build_dir/src/k2-${k2_commit:0:7}"
+  if ! out="$("$py" "$support" unpack "$source" "$src" k2/python/k2/__init__.py "$k2_commit" 2>&1)"; then
+    say "K2_SOURCE=$source: $(echo "$out" | tail -n 1); $fallback_note" >&2
+    return 0
+  fi
+  if ! grep -q "^set(K2_VERSION \"$k2_version\")" "$src/CMakeLists.txt"; then
+    say "K2_SOURCE=$source is not k2 $k2_version ($(grep -m1 '^set(K2_VERSION' "$src/CMakeLists.txt" || echo 'no K2_VERSION')); $fallback_note" >&2
+    return 0
+  fi
+  if ! apply_patch k2_no_kaldifeat.py "$src" >>"$log" 2>&1; then
+    say "k2's source could not be patched (log: $log); $fallback_note" >&2
+    return 0
+  fi
+  # pybind11 5bc0943 (what k2 pins): PYBIND11_SOURCE, ../shared/third_party, or k2's own download.
+  out="$(default_source PYBIND11_SOURCE "pybind11-${pybind11_k2_commit:0:7}.tar.gz")"
+  if [ -n "$out" ]; then
+    pybind11_dir="$build_dir/src/pybind11-${pybind11_k2_commit:0:7}"
+    if ! out="$("$py" "$support" unpack "$out" "$pybind11_dir" tools/pybind11Common.cmake "$pybind11_k2_commit" 2>&1)"; then
+      say "PYBIND11_SOURCE: $(echo "$out" | tail -n 1); $fallback_note" >&2
+      return 0
+    fi
+  fi
+  nvrtc_k2="$("$py" -c 'import glob, os, sys
+print(next((h for d in sys.path if os.path.isdir(d) for h in glob.glob(os.path.join(d, "nvidia", "cu13", "lib", "libnvrtc.so.13"))), ""))')"
+  args="-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=17 -DK2_WITH_CUDA=$cuda_build -DK2_ENABLE_TESTS=OFF -DK2_ENABLE_BENCHMARK=OFF"
+  args="$args -DPYTHON_EXECUTABLE=$py -DCUDA_TOOLKIT_ROOT_DIR=$cuda_home $(launcher_locations k2)"
+  [ -z "$nvrtc_k2" ] || args="$args -DCUDA_nvrtc_LIBRARY=$nvrtc_k2"
+  [ -z "$pybind11_dir" ] || args="$args -DFETCHCONTENT_SOURCE_DIR_PYBIND11=$pybind11_dir"
+  if [ "$cuda_build" = ON ]; then
+    if ! apply_patch k2_cuda13.py "$src" >>"$log" 2>&1 || ! apply_patch arch_candidates.py "$src" K2 "$cmake_archs" >>"$log" 2>&1; then
+      say "k2's source could not be patched for CUDA 13 (log: $log); $fallback_note" >&2
+      return 0
+    fi
+    if ! mgpu="$(prepare_moderngpu "$moderngpu_k2_commit" "$moderngpu_k2_sha256" MODERNGPU_K2_SOURCE)"; then
+      say "building k2 skipped: no moderngpu ${moderngpu_k2_commit:0:7} (see above); $fallback_note" >&2
+      return 0
+    fi
+    args="$args -DK2_ENABLE_NVTX=OFF -DK2_BUILD_FOR_ALL_ARCHS=ON -DFETCHCONTENT_SOURCE_DIR_MODERNGPU=$mgpu -DCMAKE_CUDA_COMPILER=$nvcc"
+    # curand.h: in the toolkit, or (CUDA 13 toolkits without it) in the torch wheel's nvidia/cu13/include.
+    if [ ! -f "$cuda_home/include/curand.h" ]; then
+      inc="$("$py" -c 'import glob, os, sys
+print(next((os.path.dirname(h) for d in sys.path if os.path.isdir(d) for h in glob.glob(os.path.join(d, "nvidia", "cu13", "include", "curand.h"))), ""))')"
+      [ -z "$inc" ] || args="$args -DCMAKE_CUDA_FLAGS=-I$inc -DCMAKE_CXX_FLAGS=-I$inc"
+    fi
+    say "building k2 $k2_version (${k2_commit:0:7}) from source (CUDA $arch_norm; long: ~27 min on 2 cores for one architecture)"
   else
-    say "k2 not installed ($(tail -n 1 "$log_dir/k2.log" | cut -c1-160)); the k2 benchmarks use fast_rnnt"
+    say "building k2 $k2_version (${k2_commit:0:7}) from source (CPU; ~7-12 min on 2 cores)"
+  fi
+  local pybind11_origin="the download in k2's CMake"
+  [ -z "$pybind11_dir" ] || pybind11_origin="$pybind11_dir"
+  say "k2 sources: $source; pybind11: $pybind11_origin${mgpu:+; moderngpu: $mgpu}"
+  # GIT_CEILING_DIRECTORIES: k2's CMake asks git for its commit; the unpacked copy is no git
+  # checkout, and the repository around the venv must not answer instead.
+  if ! build_wheel k2 k2 "$log" "$start" "$src" K2_CMAKE_ARGS="$args" K2_MAKE_ARGS="-j$(nproc)" K2_IS_STABLE=1 \
+      GIT_CEILING_DIRECTORIES="$build_dir/src" TORCH_CUDA_ARCH_LIST="${arch_norm:-}" CUDA_HOME="$cuda_home" \
+      PATH="$cuda_home/bin:$PATH"; then
+    if [ -z "$pybind11_dir" ] && grep -qiE "pybind11.*(download|fail)|(download|fail).*pybind11" "$log"; then
+      say "k2's CMake could not download pybind11 ${pybind11_k2_commit:0:7}: set PYBIND11_SOURCE to a tarball or folder of pybind11 commit ${pybind11_k2_commit:0:7}" >&2
+    fi
+    return 0
+  fi
+  say "k2: $("$py" -c 'import k2, importlib.metadata as m; print("k2", m.version("k2"), "from", k2.__file__)')"
+}
+
+case "$k2_mode" in
+  auto|build|skip) ;;
+  *) say "TLB_K2=$k2_mode: allowed are auto (default), build (no k2utils attempt) and skip" >&2; exit 2 ;;
+esac
+if [ "$k2_mode" = skip ]; then
+  if k2_imports; then
+    say "k2: TLB_K2=skip, nothing tried; the k2 installed earlier stays ($(dist_version k2); pip uninstall k2 to use fast_rnnt)"
+  else
+    say "k2 skipped (TLB_K2=skip); the k2 benchmarks use fast_rnnt"
+  fi
+else
+  k2_key
+  if already_built k2; then
+    say "k2 already built ($flavor, $(dist_version k2))"
+  elif k2_imports && [ ! -f "$build_dir/k2.key" ]; then
+    say "k2 already installed ($(dist_version k2), not built by this setup)"
+  elif wants_build k2 && : >"$log_dir/build-k2.log" && from_cache k2 k2 "$log_dir/build-k2.log"; then
+    :
+  else
+    tried=""
+    if [ "$k2_mode" = auto ] && [ "$offline" != 1 ] && [ -x "$venv/bin/k2utils" ]; then
+      say "trying 'k2utils install k2' (k2's own wheel pages; 20 s limit)"
+      if timeout 20 "$venv/bin/k2utils" install k2 >"$log_dir/k2.log" 2>&1 && k2_imports; then
+        rm -f "$build_dir/k2.key"
+        tried="installed"
+        say "k2 installed by k2utils ($(dist_version k2))"
+      else
+        tried="$(tail -n 1 "$log_dir/k2.log" | cut -c1-160)"
+        say "k2utils gave no k2 for this torch ($tried)"
+      fi
+    fi
+    if [ "$tried" != installed ]; then
+      if wants_build k2; then
+        build_k2
+      elif [ "$offline" = 1 ] && [ -z "$tried" ]; then
+        say "k2 not tried (offline install from a wheelhouse, k2 not in TLB_BUILDS); the k2 benchmarks use fast_rnnt"
+      else
+        say "k2 not built (not in TLB_BUILDS); the k2 benchmarks use fast_rnnt"
+      fi
+    fi
   fi
 fi
 say "environment ready: $venv"

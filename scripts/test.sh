@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Test command: set up (or reuse) .venv, lint the whole tree (ruff, rules in pyproject.toml), then
-# run the test suite (CPU; CUDA tests skip themselves without a GPU). Extra arguments go to pytest.
+# Test command: set up (or reuse) .venv, lint the whole tree (ruff, rules in pyproject.toml), check
+# the package layers (import-linter, the contract in pyproject.toml), then run the test suite (CPU; CUDA tests skip themselves without a GPU). Extra arguments go to pytest.
 set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TLB_VENV:-$repo_dir/.venv}"
@@ -8,4 +8,6 @@ bash "$repo_dir/scripts/setup.sh"
 cd "$repo_dir"
 echo "[test] ruff check (pyproject.toml)"
 "$venv/bin/ruff" check .
+echo "[test] lint-imports (pyproject.toml: tlbench's packages import only downward)"
+"$venv/bin/lint-imports" --no-cache
 exec "$venv/bin/python" -m pytest -q tests "$@"

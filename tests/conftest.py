@@ -22,6 +22,15 @@ if REPO_DIR not in sys.path:
 TINY_SHAPES = [[12, 3], [9, 4], [15, 2], [7, 1], [11, 4], [14, 3], [8, 2], [10, 4]]
 
 
+# Every built-in implementation's entry point at the repository's top level.
+SCRIPT_OF = {"optimized_transducer": "benchmark_ot.py"}
+
+
+def script_for(name: str) -> str:
+    """``benchmark_<name>.py`` (``benchmark_ot.py`` for optimized_transducer)."""
+    return SCRIPT_OF.get(name, f"benchmark_{name}.py")
+
+
 def run_script(script: str, args: List[str], timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs a top-level script of the repository with this interpreter."""
     return subprocess.run([sys.executable, os.path.join(REPO_DIR, script), *args], capture_output=True,

@@ -2,11 +2,11 @@
 project's reference loss on packed logits (the default verification and loss-only rows are
 derived from its benchmark call)."""
 
-from tlbench.implementation import Backend, LossImplementation
+from tlbench.implementations.declaration import Backend, LossImplementation
 
 
 def load_backend() -> Backend:
-    from tlbench import reference_loss
+    from tlbench.losses import reference as reference_loss
 
     return Backend("tlbench_packed", "test", reference_loss)
 

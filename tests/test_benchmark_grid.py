@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import run_script
 
-from tlbench.data import full_logits
-from tlbench.grid import GridSettings, GridSpec, is_skipped, run_grid, skipped_cells, write_outputs
-from tlbench.implementation import Backend, LossImplementation
+from tlbench.data.batches import full_logits
+from tlbench.implementations.declaration import Backend, LossImplementation
 from tlbench.render.tables import grid_markdown
+from tlbench.report.grid_report import write_outputs
+from tlbench.tools.grid import GridSettings, GridSpec, is_skipped, run_grid, skipped_cells
 
 GRID_YAML = """\
 durations: [0.2, 0.4]

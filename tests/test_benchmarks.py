@@ -7,14 +7,14 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script
+from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script, script_for
 
-from tlbench.registry import BUILTIN, builtin_names
+from tlbench.implementations.registry import builtin_names
 
 # The implementations that run on CPU here in both modes, at full length (the slow numba losses
 # and the CUDA-only ones are checked by test_more_scripts_run_or_say_why_not).
 CORE = ("torchaudio", "optimized_transducer", "k2", "k2_pruned", "fused")
-SCRIPTS = {name: BUILTIN[name] for name in CORE}
+SCRIPTS = {name: script_for(name) for name in CORE}
 REQUIRED_KEYS = ["implementation", "backend", "backend_version", "device", "mode", "avg_step_time_us",
                  "peak_memory_mb", "loss_time_us", "step_times_us", "status", "torch_version"]
 
@@ -93,7 +93,7 @@ def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
     assert "unavailable" in process.stdout
 
 
-MORE_SCRIPTS = {name: BUILTIN[name] for name in builtin_names() if name not in CORE}
+MORE_SCRIPTS = {name: script_for(name) for name in builtin_names() if name not in CORE}
 CUDA_OR_OPTIONAL = ("warp_rnnt", "warp_transducer", "speechbrain", "nemo")  # unavailable here is allowed
 
 
@@ -149,3 +149,11 @@ def test_subsampling_factor_rescales_frames(tiny_shape_info, tmp_path):
     first = summary["measured_batches"][0]["shapes"]
     expected = [[max(1, round(t * 4 / 8)), u] for t, u in TINY_SHAPES[4:6]]  # step 2 = the third batch
     assert first == expected
+
+
+def test_every_builtin_has_its_entry_point():
+    """One standalone script per implementation: each names its implementation and runs it."""
+    for name in builtin_names():
+        path = os.path.join(REPO_DIR, script_for(name))
+        assert os.path.isfile(path), path
+        assert f'main("{name}")' in open(path, encoding="utf-8").read(), path

@@ -1,4 +1,4 @@
-"""Tests of tlbench.fused_loss: brute force, float64 oracle, gradcheck, peers, memory, bad input."""
+"""Tests of tlbench.losses.fused: brute force, float64 oracle, gradcheck, peers, memory, bad input."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 import torchaudio.functional
 from brute_force import brute_force
 
-import tlbench.fused_loss as fused
-from tlbench.data import Joiner
-from tlbench.fused_loss import fused_transducer_loss
-from tlbench.reference_loss import rnnt_loss
+import tlbench.losses.fused as fused
+from tlbench.data.batches import Joiner
+from tlbench.losses.fused import fused_transducer_loss
+from tlbench.losses.reference import rnnt_loss
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -24,7 +24,7 @@ ACTIVATIONS = {"joiner": None, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "si
 
 
 def make_joiner(dim, vocab, activation="joiner", bias=True, dtype=torch.float64, seed=0):
-    """``tlbench.data.Joiner`` (activation "joiner") or ``Sequential(act, Linear)``, weights of ``dtype``."""
+    """``tlbench.data.batches.Joiner`` (activation "joiner") or ``Sequential(act, Linear)``, weights of ``dtype``."""
     torch.manual_seed(seed)
     if activation == "joiner":
         joiner = Joiner(dim, vocab)
@@ -311,7 +311,7 @@ def test_matches_optimized_transducer_float32(one_sym):
     shapes = [(7, 3), (1, 0), (5, 0), (9, 6), (3, 2), (6, 5), (4, 3)]
     enc, dec, joiner, targets, t_lens, u_lens = float32_problem(shapes, 16, 10, seed=11)
     loss, grads = fused_and_grads(enc, dec, joiner, targets, t_lens, u_lens, reduction="sum", one_sym=one_sym)
-    # packed logits (sum_i T_i (U_i + 1), V), as tlbench.data.packed_logits builds them
+    # packed logits (sum_i T_i (U_i + 1), V), as tlbench.data.batches.packed_logits builds them
     grids = [(enc[i, :t].unsqueeze(1) + dec[i, : u + 1].unsqueeze(0)).reshape(-1, enc.size(-1))
              for i, (t, u) in enumerate(shapes)]
     logits = joiner(torch.cat(grids))

@@ -20,8 +20,8 @@ SCRIPT = os.path.join(REPO_DIR, "generate_shape_info.py")
 if REPO_DIR not in sys.path:
     sys.path.insert(0, REPO_DIR)
 
-import tlbench.shapes as generate_shape_info  # noqa: E402
-from tlbench.errors import UsageError  # noqa: E402
+import tlbench.data.manifests as generate_shape_info  # noqa: E402
+from tlbench.core.errors import UsageError  # noqa: E402
 
 TRAINING_TEXT = """\
 the quick brown fox jumps over the lazy dog
@@ -183,7 +183,7 @@ def test_manifest_to_shape_table(manifests, bpe_model, tmp_path, suffix):
     assert table.dtype == torch.int32
     assert table.tolist() == expected_rows(bpe_model)
 
-    from shape_sampler import load_shape_info
+    from tlbench.data.shape_table import load_shape_info
 
     assert load_shape_info(str(output)).shape == (len(KEPT), 2)
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
 
-import benchmark_nemo
-from tlbench.implementation import BackendUnavailable
+import tlbench.implementations.nemo
+from tlbench.implementations.declaration import BackendUnavailable
 
 
 @pytest.fixture(scope="module")
 def backend():
     pytest.importorskip("nemo.collections", reason="NeMo is not installed (bash scripts/setup.sh --with nemo)")
-    return benchmark_nemo.load_backend()
+    return tlbench.implementations.nemo.load_backend()
 
 
 def random_problem(shapes, vocab_size, seed=0):
@@ -67,13 +67,13 @@ def test_per_utterance_loss_and_gradient_match_torchaudio(backend, shapes, vocab
 
 def test_benchmark_loss_is_the_plain_sum_on_the_suites_batch(backend):
     # what the harness runs: random batch, joiner, 4-D logits, compute_loss with int32 inputs
-    from tlbench.data import Joiner, full_logits, make_batch
+    from tlbench.data.batches import Joiner, full_logits, make_batch
 
     torch.manual_seed(0)
     batch = make_batch([(15, 2), (7, 1), (11, 4)], vocab_size=40, dim=48, device=torch.device("cpu"))
     joiner = Joiner(48, 40)
     logits = full_logits(batch, joiner)
-    loss, reported = benchmark_nemo.compute_loss(backend.module.sum, logits, batch, joiner)
+    loss, reported = tlbench.implementations.nemo.compute_loss(backend.module.sum, logits, batch, joiner)
     assert loss.dim() == 0 and reported is loss
     expected, _ = torchaudio_losses(logits.detach(), batch.targets, batch.logit_lengths, batch.target_lengths)
     assert_close(loss.detach(), expected.sum(), 1e-6)  # a sum, not divided by T_i, U_i or N
@@ -84,7 +84,7 @@ def test_benchmark_loss_is_the_plain_sum_on_the_suites_batch(backend):
 def test_verify_variant_returns_per_utterance_losses_and_logit_gradient(backend):
     logits, targets, logit_lengths, target_lengths = random_problem([(9, 3), (1, 0)], 16, seed=1)
 
-    class Problem:  # the fields and methods of tlbench.verify.Problem that compute uses
+    class Problem:  # the fields and methods of tlbench.tools.verify.Problem that compute uses
         num_cells = 9 * 4 + 1 * 1
         fields = {"logits": logits, "targets": targets.long(), "logit_lengths": logit_lengths.long(),
                   "target_lengths": target_lengths.long()}
@@ -95,7 +95,7 @@ def test_verify_variant_returns_per_utterance_losses_and_logit_gradient(backend)
         def ints(self, name, device, dtype=torch.int32):
             return self.fields[name].to(device=device, dtype=dtype).contiguous()
 
-    (variant,) = benchmark_nemo.IMPLEMENTATION.verify
+    (variant,) = tlbench.implementations.nemo.IMPLEMENTATION.verify
     losses, grads = variant.compute(backend, Problem(), "cpu")
     expected, expected_grad = torchaudio_losses(logits, targets, logit_lengths, target_lengths)
     assert_close(losses.detach(), expected, 1e-5)
@@ -118,15 +118,15 @@ def test_bfloat16_is_refused_with_a_reason():
     from types import SimpleNamespace
 
     for device in ("cpu", "cuda"):
-        reason = benchmark_nemo.supports_config(SimpleNamespace(dtype="bfloat16", device=device))
+        reason = tlbench.implementations.nemo.supports_config(SimpleNamespace(dtype="bfloat16", device=device))
         assert reason and "bfloat16" in reason
-        assert benchmark_nemo.supports_config(SimpleNamespace(dtype="float16", device=device)) is None
-        assert benchmark_nemo.supports_config(SimpleNamespace(dtype="float32", device=device)) is None
+        assert tlbench.implementations.nemo.supports_config(SimpleNamespace(dtype="float16", device=device)) is None
+        assert tlbench.implementations.nemo.supports_config(SimpleNamespace(dtype="float32", device=device)) is None
 
 
 def test_import_does_not_leave_the_asr_package_half_imported(backend):
     assert "nemo.collections.asr" not in sys.modules  # only the loss subpackage was imported
-    assert benchmark_nemo.LOSS_PACKAGE in sys.modules
+    assert tlbench.implementations.nemo.LOSS_PACKAGE in sys.modules
     assert backend.name == "nemo" and backend.version
 
 
@@ -135,13 +135,13 @@ def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monk
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "nemo", None)  # makes `import nemo` raise ImportError
     with pytest.raises(BackendUnavailable) as raised:
-        benchmark_nemo.load_backend()
+        tlbench.implementations.nemo.load_backend()
     assert raised.value.install_hint == "bash scripts/setup.sh --with nemo"
     assert "\n" not in raised.value.reason and "cannot be imported" in raised.value.reason
 
 
 def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
-    # needs the harness of tlbench/implementation.py (tlbench.harness.main(LossImplementation))
+    # needs the harness of tlbench/implementation.py (tlbench.run.harness.main(LossImplementation))
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "nemo.py").write_text("raise ImportError('hidden by the test')\n")

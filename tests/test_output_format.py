@@ -88,7 +88,7 @@ def test_a_schema_0_summary_still_loads_and_reports(results, tmp_path):
     old = {k: v for k, v in helpers.load_summary(folder, run).items() if k in SCHEMA_0_KEYS}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(old, f)
-    from tlbench.summary import RunSummary
+    from tlbench.measure.summary import RunSummary
 
     summary = RunSummary.load(path)
     assert summary.schema_version == 0 and summary.avg_step_time_us == old["avg_step_time_us"]

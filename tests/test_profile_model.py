@@ -9,7 +9,7 @@ import torch
 from conftest import run_script
 
 import profile_model
-from tlbench.model import Conv2dSubsampling, input_length_for, subsampled_length
+from tlbench.tools.model import Conv2dSubsampling, input_length_for, subsampled_length
 
 # [T, U] after subsampling; small enough that a profiled step of the tiny model takes well under a second.
 SHAPES = [[12, 3], [9, 4], [15, 2], [7, 1], [11, 4], [14, 3]]

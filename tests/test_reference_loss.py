@@ -1,4 +1,4 @@
-"""Tests of tlbench.reference_loss: brute force, gradcheck, torchaudio, optimized_transducer."""
+"""Tests of tlbench.losses.reference: brute force, gradcheck, torchaudio, optimized_transducer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torchaudio.functional
 from brute_force import brute_force
 
-from tlbench.reference_loss import rnnt_loss, rnnt_loss_packed
+from tlbench.losses.reference import rnnt_loss, rnnt_loss_packed
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -223,7 +223,7 @@ def test_bad_inputs():
 def test_chunks_and_threads_do_not_change_results(monkeypatch, packed):
     """Many small chunks per utterance, shared by worker threads or run inline: same numbers;
     the caller's intra-op thread count is left as it was."""
-    import tlbench.reference_loss as reference
+    import tlbench.losses.reference as reference
 
     logits, targets, t_lens, u_lens = make_batch(SHAPES, vocab=9, dtype=torch.float32, seed=13, pad_t=1)
     source = pack(logits, t_lens, u_lens) if packed else logits
@@ -253,7 +253,7 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, packed):
 def test_float64_degenerate_grids_backward(t_len, u_len):
     # T = 1 or U + 1 = 1 makes the (N, U+1, T) transpose contiguous already: the recursion
     # must still work on its own copy, not alias the autograd input.
-    from tlbench.reference_loss import rnnt_loss
+    from tlbench.losses.reference import rnnt_loss
 
     logits = torch.randn(2, t_len, u_len + 1, 6, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(1, 6, (2, u_len))

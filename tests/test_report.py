@@ -17,7 +17,8 @@ import helpers_results as helpers  # noqa: E402
 
 REPO_DIR = helpers.REPO_DIR
 import report  # noqa: E402  (helpers_results put the repository on sys.path)
-import tlbench.results as results_module  # noqa: E402
+import tlbench.results.rows as results_module  # noqa: E402
+from tlbench.report import suite_report  # noqa: E402
 
 PICTURE_KINDS = ("step-time-memory", "time-vs-memory", "memory-timeline", "step-time-distribution")
 MIN_PICTURE_BYTES = 15_000
@@ -153,8 +154,8 @@ def test_every_picture_is_drawn_and_embedded(report_dir):
 
 def test_default_picture_folder_is_inside_the_results():
     # A run never rewrites the README's pictures in pic/: those are refreshed with --pic-dir pic.
-    assert results_module.default_pic_dir(os.path.join(REPO_DIR, "log")) == os.path.join(REPO_DIR, "log", "pic")
-    assert results_module.default_pic_dir("/somewhere/results") == "/somewhere/results/pic"
+    assert suite_report.default_pic_dir(os.path.join(REPO_DIR, "log")) == os.path.join(REPO_DIR, "log", "pic")
+    assert suite_report.default_pic_dir("/somewhere/results") == "/somewhere/results/pic"
 
 
 def test_failed_and_corrupt_runs_are_shown_and_named(results, tmp_path):
@@ -193,6 +194,30 @@ def test_failed_and_corrupt_runs_are_shown_and_named(results, tmp_path):
     assert not os.path.exists(os.path.join(folder, "pic"))
 
 
+@pytest.mark.parametrize("content, first_bad", [
+    ({"status": "ok", "avg_step_time_us": "fast"}, "field 'implementation' is missing"),
+    ({"implementation": "torchaudio", "label": "torchaudio", "status": "ok", "avg_step_time_us": "fast"},
+     "field 'avg_step_time_us' is \"fast\", not a number or null"),
+    ({"implementation": "torchaudio", "label": "torchaudio", "status": "ok", "avg_step_time_us": 5.0},
+     "field 'step_times_us' is missing"),
+])
+def test_a_summary_with_missing_or_mistyped_fields_is_unreadable_and_never_drawn(results, tmp_path, content,
+                                                                                 first_bad):
+    folder = helpers.copy_results(results, str(tmp_path / "log"), with_traces=False)
+    os.makedirs(os.path.join(folder, "odd-run"))
+    with open(os.path.join(folder, "odd-run", "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(content, f)
+    process = run_report(folder, "--no-pictures")
+    assert process.returncode == 0, process.stderr
+    problems = process.stdout.split("## Problems", 1)[1]
+    assert f"odd-run/summary.json: unreadable ({first_bad}" in problems
+    with open(os.path.join(folder, "summary.json"), encoding="utf-8") as f:
+        rows = json.load(f)["rows"]
+    odd = [r for r in rows if r["run_dir"].endswith("odd-run")]
+    assert [r["status"] for r in odd] == ["corrupt"] and odd[0]["avg_step_time_us"] is None
+    assert "?" not in {r["name"] for r in rows}
+
+
 def test_compare_gives_ratios(results, tmp_path):
     here = helpers.copy_results(results, str(tmp_path / "here"), with_traces=False)
     other = helpers.copy_results(results, str(tmp_path / "other"), with_traces=False)
@@ -227,7 +252,9 @@ def test_compare_gives_ratios(results, tmp_path):
     assert len(data["rows"]) == len(rows)
     assert all(r["step_time_ratio"] == pytest.approx(0.5, rel=1e-12) for r in data["rows"])
     # and the other way round
-    markdown, reverse = results_module.compare(other, here)
+    markdown = suite_report.write_comparison(other, here)
+    with open(os.path.join(other, "comparison.json"), encoding="utf-8") as f:
+        reverse = json.load(f)
     assert all(r["step_time_ratio"] == pytest.approx(2.0, rel=1e-12) for r in reverse["rows"])
     assert all(float(r["Step time ratio"]) == 2.0 for r in markdown_tables(markdown)[None])
 

@@ -14,8 +14,8 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_DIR not in sys.path:
     sys.path.insert(0, REPO_DIR)
 
-import tlbench.shapes as generate_shape_info  # noqa: E402
-from shape_sampler import load_shape_info  # noqa: E402
+import tlbench.data.manifests as generate_shape_info  # noqa: E402
+from tlbench.data.shape_table import load_shape_info  # noqa: E402
 from tlbench.render.tables import calibration_table  # noqa: E402
 
 SHIPPED = os.path.join(REPO_DIR, "shape_info.pt")

@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import helpers_results as helpers  # noqa: E402
 from test_tensorboard import TRACE_NAME, average_step_time_us, running_tensorboard, step_totals_us  # noqa: E402
 
-from tlbench.tensorboard_compat import GPU_STEP_ANNOTATION_CATEGORY, compat_trace, write_tensorboard_compat  # noqa: E402
-from tlbench.trace import TraceError, find_trace_files, parse_trace, run_trace_paths  # noqa: E402
+from tlbench.measure.tensorboard_compat import GPU_STEP_ANNOTATION_CATEGORY, compat_trace, write_tensorboard_compat  # noqa: E402
+from tlbench.measure.trace import TraceError, find_trace_files, parse_trace, run_trace_paths  # noqa: E402
 
 T0 = 1_700_000_000_000.0  # us, like kineto's absolute timestamps
 HOST_PID, DEVICE_PID, STREAM = 4242, 0, 7

@@ -1,6 +1,6 @@
 """The Chrome traces of a tiny run are valid, and summary.json's step times come from them.
 
-The trace is read here with plain ``json`` (not tlbench.trace), so that this test is an
+The trace is read here with plain ``json`` (not tlbench.measure.trace), so that this test is an
 independent check of the harness's parsing. Traces are found below the run folder
 (``<run>/cycle-<k>/<name>.pt.trace.json``, or directly in the run folder in older runs) and
 through summary.json's ``traces[*].file``, which is relative to the run folder.

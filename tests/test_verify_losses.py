@@ -11,10 +11,11 @@ import pytest
 import torch
 from conftest import run_script
 
-import tlbench.verify as vl
+import tlbench.tools.verify as vl
 import verify_losses
-from tlbench.errors import UsageError
-from tlbench.reference_loss import rnnt_loss
+from tlbench.core.errors import UsageError
+from tlbench.core.status import Status
+from tlbench.losses.reference import rnnt_loss
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -143,7 +144,7 @@ def test_float32_reference_passes():
 def test_flipped_gradient_fails_and_the_run_exits_1(tmp_path, capsys):
     problems = small_problems()
     rows = vl.verify([sign_flipped_candidate()], problems)
-    assert all(row.status == vl.STATUS_FAIL for row in rows)
+    assert all(row.status == Status.FAIL for row in rows)
     for row in rows:
         assert row.loss_rel_err <= row.loss_tolerance  # the loss itself is right
         assert row.grad_rel_err == pytest.approx(2.0, rel=1e-4)  # g = -g_ref
@@ -161,7 +162,7 @@ def test_flipped_gradient_fails_and_the_run_exits_1(tmp_path, capsys):
 
 def test_loss_off_by_a_small_constant_fails():
     rows = vl.verify([offset_candidate(0.01)], small_problems())
-    assert all(row.status == vl.STATUS_FAIL for row in rows)
+    assert all(row.status == Status.FAIL for row in rows)
     for row in rows:
         assert "loss rel. err" in row.verdict and "grad" not in row.verdict
         assert row.grad_rel_err <= row.grad_tolerance

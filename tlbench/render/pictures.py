@@ -7,17 +7,30 @@ import math
 import os
 import re
 import statistics
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from ..errors import first_line
-from ..io import atomic_save_figure
-from ..results import Picture, ReportRow, finite, is_measured, mode_sort_key, mode_title, sorted_for_table
+from tlbench.core.errors import first_line
+from tlbench.core.io import atomic_save_figure
+from tlbench.core.status import Status
+from tlbench.measure.trace import MemoryTimeline
+from tlbench.results.rows import ReportRow, Results, finite, is_measured, mode_sort_key, mode_title, sorted_for_table
 
-__all__ = ["PICTURE_DPI", "draw_capacity", "draw_memory_timeline", "draw_pictures", "draw_step_time_distribution",
-           "draw_step_time_memory", "draw_time_vs_memory", "grid_heatmap", "pareto_frontier", "picture_path"]
+__all__ = ["PICTURE_DPI", "Picture", "draw_capacity", "draw_memory_timeline", "draw_pictures",
+           "draw_step_time_distribution", "draw_step_time_memory", "draw_time_vs_memory", "grid_heatmap",
+           "implementation_colours", "pareto_frontier", "picture_path"]
 
 PICTURE_DPI = 120
-_BYTES_PER_MB = 2**20
+
+
+@dataclass
+class Picture:
+    """One PNG drawn for one batching mode."""
+
+    kind: str  # "step-time-memory", "memory-timeline", "step-time-distribution", "time-vs-memory"
+    mode: str
+    title: str
+    path: str  # absolute
 
 
 def _safe_file_part(text: str) -> str:
@@ -28,19 +41,19 @@ def picture_path(pic_dir: str, kind: str, mode: str) -> str:
     return os.path.join(pic_dir, f"{kind}-{_safe_file_part(mode)}.png")
 
 
-def _colours(rows: List[ReportRow]) -> Dict[str, str]:
-    """One colour per implementation, the same in every picture (tab20: distinct for 20)."""
+def implementation_colours(names) -> Dict[str, str]:
+    """One colour per implementation name, the same in every picture of one report: tab20's
+    dark shades, then its light ones, in the names' alphabetical order (distinct for 20)."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    from ..registry import BUILTIN
-
-    known = list(BUILTIN)
-    names = sorted({r.implementation for r in rows}, key=lambda n: (known.index(n) if n in known else len(known), n))
     palette = colormaps["tab20"]
-    # tab20 pairs a dark and a light shade: the dark ones first, then the light ones
     order = [2 * i for i in range(10)] + [2 * i + 1 for i in range(10)]
-    return {name: to_hex(palette(order[i % 20])) for i, name in enumerate(names)}
+    return {name: to_hex(palette(order[i % 20])) for i, name in enumerate(sorted(set(names)))}
+
+
+def _colours(rows: List[ReportRow]) -> Dict[str, str]:
+    return implementation_colours(r.implementation for r in rows)
 
 
 def _device_text(mode_rows: List[ReportRow]) -> str:
@@ -66,7 +79,7 @@ def _tick_label(row: ReportRow) -> str:
 
 
 def _gap_label(row: ReportRow) -> str:
-    return "not measured" if row.status == "ok" else f"{row.status}, not measured"
+    return "not measured" if row.status == Status.OK else f"{row.status}, not measured"
 
 
 def draw_step_time_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str], path: str) -> Picture:
@@ -77,7 +90,7 @@ def draw_step_time_memory(mode: str, rows: List[ReportRow], colours: Dict[str, s
     positions = list(range(len(ordered)))
     panels = ((time_axes, [r.avg_step_time_us / 1000 if is_measured(r) else None for r in ordered],
                "Average step time (ms)", lambda v: f"{v:.1f} ms"),
-              (memory_axes, [r.peak_memory_mb if r.status == "ok" else None for r in ordered],
+              (memory_axes, [r.peak_memory_mb if r.status == Status.OK else None for r in ordered],
                "Peak memory (MB)", _mb_text))
     for axes, values, label, value_text in panels:
         largest = max((v for v in values if v is not None), default=1.0) or 1.0
@@ -100,62 +113,20 @@ def draw_step_time_memory(mode: str, rows: List[ReportRow], colours: Dict[str, s
     return Picture("step-time-memory", mode, title, path)
 
 
-def _memory_series(row: ReportRow, summary, problems: List[str], results_dir: str):
-    """(x in ms, y in MB) of allocated memory over the recorded steps of every trace, cycles
-    placed back to back (NaN between cycles so that the line breaks), or None."""
-    from ..trace import TraceError, parse_trace, run_trace_paths
-
-    files = [os.path.relpath(p, row.run_dir) for p in run_trace_paths(row.run_dir, summary.to_dict())]
-    device = "cuda" if row.device == "cuda" else "cpu"
-    xs: List[float] = []
-    ys: List[float] = []
-    offset_ms = 0.0
-    for name in files:
-        path = os.path.join(row.run_dir, name)
-        try:
-            parsed = parse_trace(path)
-        except TraceError as error:
-            problems.append(f"{os.path.relpath(path, results_dir)}: not drawn in the memory timeline "
-                            f"({str(error).splitlines()[0][:200]})")
-            continue
-        if not parsed.steps:
-            continue
-        start_us = min(s.start_us for s in parsed.steps)
-        end_us = max(s.end_us for s in parsed.steps)
-        samples = [m for m in parsed.memory_samples if m.device == device]
-        before = [m for m in samples if m.time_us <= start_us]
-        inside = [m for m in samples if start_us < m.time_us <= end_us]
-        if not before and not inside:
-            continue
-        if xs:
-            xs.append(math.nan)
-            ys.append(math.nan)
-        if before:  # the level the recorded steps start from
-            xs.append(offset_ms)
-            ys.append(before[-1].total_allocated_bytes / _BYTES_PER_MB)
-        for sample in inside:
-            xs.append(offset_ms + (sample.time_us - start_us) / 1000)
-            ys.append(sample.total_allocated_bytes / _BYTES_PER_MB)
-        xs.append(offset_ms + (end_us - start_us) / 1000)  # hold the last level to the end of the steps
-        ys.append(ys[-1])
-        offset_ms += (end_us - start_us) / 1000
-    return (xs, ys) if xs else None
-
-
-def draw_memory_timeline(mode: str, rows: List[ReportRow], summaries: Dict[str, object], colours: Dict[str, str],
-                         path: str, problems: List[str], results_dir: str) -> Picture:
-    """Allocated memory (MB) over time within the recorded steps (ms), one line per implementation."""
+def draw_memory_timeline(mode: str, rows: List[ReportRow], timelines: Dict[str, MemoryTimeline],
+                         colours: Dict[str, str], path: str) -> Picture:
+    """Allocated memory (MB) over time within the recorded steps (ms), one line per implementation;
+    ``timelines`` maps a row's ``run_dir`` to what its traces hold."""
     figure = _new_figure(12, 6)
     axes = figure.subplots()
     drawn = 0
     for row in sorted_for_table(rows):
-        summary = summaries.get(row.run_dir)
-        series = _memory_series(row, summary, problems, results_dir) if summary else None
-        if series is None:
+        timeline = timelines.get(row.run_dir)
+        if timeline is None:
             continue
-        xs, ys = series
-        peak = max(y for y in ys if not math.isnan(y))
-        status = "" if row.status == "ok" else f", {row.status}"
+        xs, ys = timeline.times_ms, timeline.allocated_mb
+        peak = timeline.peak_mb
+        status = "" if row.status == Status.OK else f", {row.status}"
         axes.plot(xs, ys, drawstyle="steps-post", color=colours[row.implementation], linewidth=1.4,
                   label=f"{row.name} (peak {_mb_text(peak)}{status})")
         peak_index = ys.index(peak)
@@ -190,7 +161,7 @@ def draw_step_time_distribution(mode: str, rows: List[ReportRow], summaries: Dic
         summary = summaries.get(row.run_dir)
         steps = summary.step_times_us if summary is not None else []
         times_ms = [t / 1000 for t in steps or [] if finite(t) is not None]
-        per_row.append(times_ms if row.status == "ok" else [])
+        per_row.append(times_ms if row.status == Status.OK else [])
         largest = max([largest, *per_row[-1]])
     largest = largest or 1.0
     for y, row, times_ms in zip(positions, ordered, per_row):
@@ -221,16 +192,17 @@ def draw_step_time_distribution(mode: str, rows: List[ReportRow], summaries: Dic
     return Picture("step-time-distribution", mode, title, path)
 
 
-def draw_pictures(results, pic_dir: str) -> List[Picture]:
-    """Draws every picture of every mode of a :class:`tlbench.results.Results` into ``pic_dir``;
-    a picture that fails is named in ``results.problems``, never raised."""
+def draw_pictures(results: Results, timelines: Dict[str, MemoryTimeline], pic_dir: str) -> List[Picture]:
+    """Draws every picture of every mode of ``results`` into ``pic_dir`` (``timelines``: run
+    folder -> its memory timeline); a picture that fails is named in ``results.problems``,
+    never raised."""
     problems = results.problems
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         problems.append("pictures not drawn: matplotlib is not installed (pip install matplotlib)")
         return []
-    rows, summaries_by_run, results_dir = results.rows, results.summary_by_run(), results.results_dir
+    rows, summaries_by_run = results.rows, results.summary_by_run()
     colours = _colours(rows)
     pictures: List[Picture] = []
     for mode in sorted({r.mode for r in rows}, key=mode_sort_key):
@@ -238,14 +210,13 @@ def draw_pictures(results, pic_dir: str) -> List[Picture]:
         jobs = (
             ("step-time-memory", draw_step_time_memory, (mode, mode_rows, colours)),
             ("time-vs-memory", draw_time_vs_memory, (mode, mode_rows, colours)),
-            ("memory-timeline", draw_memory_timeline, (mode, mode_rows, summaries_by_run, colours)),
+            ("memory-timeline", draw_memory_timeline, (mode, mode_rows, timelines, colours)),
             ("step-time-distribution", draw_step_time_distribution, (mode, mode_rows, summaries_by_run, colours)),
         )
         for kind, draw, args in jobs:
             path = picture_path(pic_dir, kind, mode)
-            extra = (problems, results_dir) if draw is draw_memory_timeline else ()
             try:
-                picture = draw(*args, path, *extra)
+                picture = draw(*args, path)
             except Exception as error:  # a picture must never cost the tables
                 problems.append(f"picture {os.path.basename(path)} not drawn: {first_line(error, with_type=True)}")
                 continue
@@ -315,8 +286,8 @@ def draw_time_vs_memory(mode: str, rows: List[ReportRow], colours: Dict[str, str
     return Picture("time-vs-memory", mode, title, path)
 
 
-_GRID_MARK_COLOURS = {"skipped": "#d9d9d9", "oom": "#f4a6a6", "error": "#f7c98b",
-                 "unavailable": "#d9d9d9"}
+_GRID_MARK_COLOURS = {Status.SKIPPED: "#d9d9d9", Status.OOM: "#f4a6a6", Status.ERROR: "#f7c98b",
+                      Status.UNAVAILABLE: "#d9d9d9"}
 
 
 def grid_heatmap(result, which: str, path: str) -> None:
@@ -325,7 +296,7 @@ def grid_heatmap(result, which: str, path: str) -> None:
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
-    from .tables import grid_memory_cell, grid_rtf_cell, grid_titles
+    from tlbench.render.tables import grid_memory_cell, grid_rtf_cell, grid_titles
 
     spec, device = result.spec, result.settings.device
     values = np.full((len(spec.durations_s), len(spec.batch_sizes)), np.nan)
@@ -346,7 +317,7 @@ def grid_heatmap(result, which: str, path: str) -> None:
     for i in range(len(spec.durations_s)):
         for j in range(len(spec.batch_sizes)):
             cell = result.cell(i, j)
-            if cell.status != "ok":
+            if cell.status != Status.OK:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_GRID_MARK_COLOURS.get(cell.status, "#d9d9d9"),
                                        hatch="//", edgecolor="white", linewidth=0))
                 colour = "black"
@@ -373,13 +344,9 @@ def draw_capacity(rows, path: str, title: str) -> Optional[str]:
     modes = [m for m in ("batch-size", "max-frames") if any(r.mode == m for r in rows)]
     if not modes:
         return None
-    from ..registry import BUILTIN
-
     figure = _new_figure(6.5 * len(modes), 1.8 + 0.6 * max(len([r for r in rows if r.mode == m]) for m in modes))
     axes_list = figure.subplots(1, len(modes), squeeze=False)[0]
-    names = sorted({r.implementation for r in rows},
-                   key=lambda n: (list(BUILTIN).index(n) if n in BUILTIN else len(BUILTIN), n))
-    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    colours = implementation_colours(r.implementation for r in rows)
     for axes, mode in zip(axes_list, modes):
         mode_rows = sorted((r for r in rows if r.mode == mode), key=lambda r: -(r.largest_fitting or 0))
         largest = max([r.first_not_fitting or r.largest_fitting or 1 for r in mode_rows] + [1])

@@ -8,11 +8,17 @@ import io
 import math
 import os
 from dataclasses import asdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["calibration_table", "capacity_csv", "capacity_markdown", "comparison_markdown", "csv_text",
-           "describe_profile", "devices", "fmt", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell",
-           "grid_rtf_cell", "grid_titles", "label_table", "loss_only_table", "markdown_table", "plain_table",
+from tlbench.core.status import Status
+from tlbench.data.shape_table import FRAMES_PER_SECOND
+from tlbench.results.comparison import Comparison
+from tlbench.results.rows import mode_sort_key, mode_title, sorted_for_table, takeaways
+from tlbench.tools.capacity import CapacityRow
+
+__all__ = ["CELL_MARKS", "calibration_table", "capacity_csv", "capacity_markdown", "comparison_markdown", "csv_text",
+           "devices", "fmt", "grid_csv", "grid_latex", "grid_markdown", "grid_memory_cell",
+           "grid_rtf_cell", "grid_titles", "loss_only_table", "markdown_table", "plain_table",
            "report_markdown", "rows_csv", "verify_table"]
 
 
@@ -54,15 +60,13 @@ def devices(summaries) -> List[str]:
 
 
 def _status_cell(row) -> str:
-    status = row.status if row.status == "ok" else f"{row.status}: {row.reason or ''}".strip()
+    status = row.status if row.status == Status.OK else f"{row.status}: {row.reason or ''}".strip()
     return " ".join(status.replace("|", "/").split())
 
 
-def report_markdown(results, pictures=None) -> str:
-    """The suite's report (``summary.md``) of a :class:`tlbench.results.Results`; ``pictures``
-    are embedded by paths relative to the results folder."""
-    from ..results import mode_sort_key, mode_title, sorted_for_table, takeaways
-
+def report_markdown(results, pictures=None, link_base: Optional[str] = None) -> str:
+    """The suite's report (``summary.md``) of a :class:`tlbench.results.rows.Results`; ``pictures``
+    are embedded by paths relative to ``link_base`` (default: the results folder)."""
     summaries = results.readable
     rows = results.rows
     out = io.StringIO()
@@ -92,7 +96,7 @@ def report_markdown(results, pictures=None) -> str:
         if mode_pictures:
             out.write("\n")
             for picture in mode_pictures:
-                link = os.path.relpath(picture.path, results.results_dir).replace(os.sep, "/")
+                link = os.path.relpath(picture.path, link_base or results.results_dir).replace(os.sep, "/")
                 out.write(f"![{picture.title}]({link})\n\n")
     if results.problems:
         out.write("\n## Problems\n\n")
@@ -109,16 +113,17 @@ def rows_csv(rows) -> str:
     return csv_text(fields, [[asdict(r)[f] for f in fields] for r in rows])
 
 
-def comparison_markdown(sides: Dict, matched, only_here: List[str], only_other: List[str],
-                        problems: List[str]) -> str:
+def comparison_markdown(comparison: Comparison) -> str:
     """``comparison.md``: step time and peak memory of two result sets side by side."""
+    matched, only_here, only_other, problems = (comparison.matched, comparison.only_here, comparison.only_other,
+                                                comparison.problems)
 
     def cell(value: Optional[float], status: str, digits: int) -> str:
-        return fmt(value, digits) if value is not None else (status if status != "ok" else "-")
+        return fmt(value, digits) if value is not None else (status if status != Status.OK else "-")
 
     out = io.StringIO()
     out.write("# Transducer loss benchmark: comparison\n\n")
-    for label, results in (("Here", sides["here"]), ("Other", sides["other"])):
+    for label, results in (("Here", comparison.here), ("Other", comparison.other)):
         summaries = results.readable
         torch_versions = sorted({s.torch_version for s in summaries if s.torch_version})
         out.write(f"- {label}: `{os.path.abspath(results.results_dir)}`; device "
@@ -154,7 +159,7 @@ def _format_error(value: Optional[float], how: Optional[str] = None) -> str:
 
 
 def verify_table(rows) -> str:
-    """``verify_losses.py``'s table: one line per :class:`tlbench.verify.Row`."""
+    """``verify_losses.py``'s table: one line per :class:`tlbench.tools.verify.Row`."""
     header = ("implementation", "variant", "problem", "device", "dtype", "loss rel. err", "grad rel. err", "verdict")
     lines = [(r.implementation, r.variant, r.problem, r.device, r.dtype, _format_error(r.loss_rel_err, r.loss_compared),
               _format_error(r.grad_rel_err), r.verdict) for r in rows]
@@ -163,14 +168,14 @@ def verify_table(rows) -> str:
 
 
 def loss_only_table(rows) -> str:
-    """``benchmark_loss_only.py``'s markdown table of :class:`tlbench.loss_only.LossOnlyMeasurement` rows."""
+    """``benchmark_loss_only.py``'s markdown table of :class:`tlbench.tools.loss_only.LossOnlyMeasurement` rows."""
     base = next((r.median_s for r in rows if r.implementation == "torchaudio" and r.median_s), None)
     lines = []
     for r in rows:
         name = r.library if "(" in r.library else r.implementation  # "k2 (fast_rnnt 1.3)" names what ran
         if r.variant:
             name += f", {r.variant}"
-        if r.status != "ok" or r.median_s is None:
+        if r.status != Status.OK or r.median_s is None:
             lines.append([name, r.layout, f"{r.status}: {r.reason}".replace("|", "/"), "", "", "", ""])
             continue
         lines.append([name, r.layout, f"{r.median_s:.3f}", f"{r.median_s / base:.3f}x" if base else "n/a",
@@ -179,87 +184,22 @@ def loss_only_table(rows) -> str:
                            "extra memory / logits size", "loss value"], lines)
 
 
-def _ms(value_us: Optional[float]) -> str:
-    return "-" if value_us is None else f"{value_us / 1000:.2f}"
-
-
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def label_table(summary) -> str:
-    """``profile_model.py``'s table of a :class:`tlbench.summary.RunSummary` it wrote: one row
-    per forward label with its backward label beside it."""
-    from ..model_profile import BACKWARD_SUFFIX, WHOLE_BACKWARD_LABEL
-
-    extras = summary.extras
-    labels = extras["labels"]
-    basis = "device" if summary.device == "cuda" else "CPU"
-    header = (f"{'label':<44} {'calls':>6} {'fwd ms/step':>12} {'bwd ms/step':>12} {'fwd %':>7} {'bwd %':>7} "
-              f"{'fwd+bwd %':>9} {'peak MB':>9}")
-    lines = [header, "-" * len(header)]
-    for label, depth in extras["label_order"]:
-        forward = labels.get(label, {})
-        backward = labels.get(label + BACKWARD_SUFFIX, {})
-        fwd_pct, bwd_pct = forward.get("share_of_step_pct"), backward.get("share_of_step_pct")
-        both = None if fwd_pct is None else fwd_pct + (bwd_pct or 0.0)
-        peak = max(forward.get("peak_memory_mb") or 0.0, backward.get("peak_memory_mb") or 0.0)
-        lines.append(f"{'  ' * depth + label:<44} {forward.get('calls', 0):>6} {_ms(forward.get('time_per_step_us')):>12} "
-                     f"{_ms(backward.get('time_per_step_us')):>12} {_pct(fwd_pct):>7} {_pct(bwd_pct):>7} "
-                     f"{_pct(both):>9} {peak:>9.1f}")
-    whole = labels.get(WHOLE_BACKWARD_LABEL, {})
-    lines.append(f"{WHOLE_BACKWARD_LABEL + ' (the whole loss.backward() call)':<44} {whole.get('calls', 0):>6} "
-                 f"{'':>12} {_ms(whole.get('time_per_step_us')):>12} {'':>7} {_pct(whole.get('share_of_step_pct')):>7}")
-    lines.append("-" * len(header))
-    lines.append(f"average step {summary.avg_step_time_us / 1000:.2f} ms over {len(summary.step_times_us)} "
-                 f"recorded steps; outside the top-level labels and {WHOLE_BACKWARD_LABEL} (data, zero_grad, "
-                 f"profiler): {_pct(extras['unlabelled_share_pct'])}%; peak memory {summary.peak_memory_mb:.1f} MB")
-    lines.append(f"times are {basis} times; bwd = the autograd nodes created inside the label (their "
-                 "evaluate_function events); 'peak MB' = largest total allocated "
-                 f"({extras['memory_device']}) while the label or those nodes ran")
-    return "\n".join(lines)
-
-
-def describe_profile(summary) -> str:
-    """The lines ``profile_model.py`` prints above its table: what ran, on what, with which batches."""
-    extras = summary.extras
-    model = extras["model"]
-    schedule = summary.schedule
-    return "\n".join([
-        f"{summary.label} on {summary.device} ({summary.device_name}), {summary.preset_reason}",
-        f"model: {extras['model_preset']}; sizes: {model['num_layers']} layers, dim {model['model_dim']}, "
-        f"{model['num_heads']} heads, feed-forward {model['ffn_dim']}, kernel {model['conv_kernel_size']}, "
-        f"decoder {model['decoder_dim']}, joiner {model['joiner_dim']}, V {model['vocab_size']} "
-        f"({extras.get('num_parameters', 0) / 1e6:.1f} M parameters)",
-        f"batches: {summary.batching}; schedule wait={schedule['wait']} warmup={schedule['warmup']} "
-        f"active={schedule['active']} repeat={schedule['repeat']}",
-        f"step: {extras['step']}",
-    ])
-
-
-def _grid_marks():
-    from ..grid import CELL_MARKS
-
-    return CELL_MARKS
-
-
-def _frames_per_second() -> int:
-    from ..grid import FRAMES_PER_SECOND
-
-    return FRAMES_PER_SECOND
+# How a grid cell that has no value is shown.
+CELL_MARKS = {Status.SKIPPED: "N/A", Status.OOM: "OOM", Status.ERROR: "ERR", Status.UNAVAILABLE: "unavailable",
+              Status.UNSUPPORTED: "unsupported"}
 
 
 def grid_rtf_cell(cell, device: str) -> str:
-    if cell.status != "ok":
-        return _grid_marks().get(cell.status, cell.status.upper())
+    if cell.status != Status.OK:
+        return CELL_MARKS.get(cell.status, cell.status.upper())
     if device == "cuda":
         return f"{cell.rtf_cpu:.2E} + {cell.rtf_cuda:.2E}"
     return f"{cell.rtf:.2E}"
 
 
 def grid_memory_cell(cell) -> str:
-    if cell.status != "ok":
-        return _grid_marks().get(cell.status, cell.status.upper())
+    if cell.status != Status.OK:
+        return CELL_MARKS.get(cell.status, cell.status.upper())
     return f"{cell.peak_memory_gb:.3g}"
 
 
@@ -280,20 +220,20 @@ def grid_markdown(result) -> str:
     """Both tables (durations as rows, batch sizes as columns) with a header saying what ran."""
     settings = result.settings
     lines = [f"## {result.label} on {settings.device} ({result.device_name})", "",
-             f"T = duration x {_frames_per_second()} / {settings.subsampling_factor}, U = round({settings.tokens_per_frame:.4f}"
+             f"T = duration x {FRAMES_PER_SECOND} / {settings.subsampling_factor}, U = round({settings.tokens_per_frame:.4f}"
              f" x T) ({settings.tokens_per_frame_source}), V = {settings.vocab_size}, C = {settings.encoder_out_dim}; "
              f"6 steps per cell, the last 2 recorded"
              + ("; N/A: skipped by --triangle-only" if result.spec.triangle_only else ""), ""]
-    if result.status == "unavailable":
+    if result.status == Status.UNAVAILABLE:
         return "\n".join(lines + [f"unavailable: {result.reason}", ""])
     header = ["duration \\ batch size"] + [str(b) for b in result.spec.batch_sizes]
     for title, formatter in zip(grid_titles(result), (lambda c: grid_rtf_cell(c, settings.device), grid_memory_cell)):
         lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in _grid_rows(result, formatter)]
         lines.append("")
-    failures = [c for c in result.cells if c.status in ("error", "oom")]
+    failures = [c for c in result.cells if c.status in (Status.ERROR, Status.OOM)]
     for cell in failures:
-        lines.append(f"- {_grid_marks()[cell.status]} at {cell.duration_s:g} s x {cell.batch_size}: {cell.reason}")
+        lines.append(f"- {CELL_MARKS[cell.status]} at {cell.duration_s:g} s x {cell.batch_size}: {cell.reason}")
     return "\n".join(lines + ([""] if failures else []))
 
 
@@ -316,7 +256,7 @@ def _latex_escape(text: str) -> str:
 
 def grid_latex(result) -> str:
     blocks = [f"% {result.label} on {result.settings.device} ({result.device_name})"]
-    if result.status == "unavailable":
+    if result.status == Status.UNAVAILABLE:
         return blocks[0] + f"\n% unavailable: {result.reason}\n"
     for title, formatter in zip(grid_titles(result), (lambda c: grid_rtf_cell(c, result.settings.device), grid_memory_cell)):
         columns = "l" + "r" * len(result.spec.batch_sizes)
@@ -338,7 +278,7 @@ def _calibration_number(value) -> str:
 
 
 def calibration_table(checks) -> str:
-    """``generate_shape_info.py``'s calibration checks (:class:`tlbench.shapes.CalibrationCheck`)
+    """``generate_shape_info.py``'s calibration checks (:class:`tlbench.data.manifests.CalibrationCheck`)
     as an aligned table, one line each, and a closing pass count."""
     lines = [f"{'check':<34} {'value':>10} {'reference':>14} {'tolerance':>13}  result"]
     for check in checks:
@@ -354,7 +294,7 @@ def calibration_table(checks) -> str:
 
 
 def capacity_markdown(rows, header_lines: Sequence[str]) -> str:
-    """``capacity.md``: one row per implementation and mode (:class:`tlbench.capacity.CapacityRow`)."""
+    """``capacity.md``: one row per implementation and mode (:class:`tlbench.tools.capacity.CapacityRow`)."""
     lines = [[r.implementation, r.mode, f"{r.budget_gb:g}", "-" if r.largest_fitting is None else str(r.largest_fitting),
               fmt(r.peak_memory_mb, 1), fmt(r.frames_per_s), fmt(r.utterances_per_s, 1),
               "-" if r.first_not_fitting is None else str(r.first_not_fitting), r.probed_batch or "-",
@@ -366,7 +306,5 @@ def capacity_markdown(rows, header_lines: Sequence[str]) -> str:
 
 
 def capacity_csv(rows) -> str:
-    from ..capacity import CapacityRow
-
     columns = list(CapacityRow.CSV_COLUMNS)
     return csv_text(columns, [[getattr(r, c) for c in columns] for r in rows])

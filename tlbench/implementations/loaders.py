@@ -1,0 +1,45 @@
+"""Imports of the loss libraries that more than one implementation uses."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+from tlbench.core.errors import first_line
+from tlbench.implementations.declaration import Backend, BackendUnavailable
+
+__all__ = ["SETUP_HINT", "K2_HINT", "load_k2_or_fast_rnnt", "load_optimized_transducer", "package_version"]
+
+SETUP_HINT = "run 'bash scripts/setup.sh', which builds it from the registry's source distribution"
+K2_HINT = f"install k2 with 'k2utils install k2', or fast_rnnt: {SETUP_HINT}"
+
+
+def package_version(distribution: str, module=None) -> str:
+    """The installed distribution's version, else the module's ``__version__``."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def load_k2_or_fast_rnnt() -> Backend:
+    """k2 when it is installed, otherwise fast_rnnt: the same RNN-T code and function names
+    (rnnt_loss, rnnt_loss_smoothed, get_rnnt_prune_ranges, do_rnnt_pruning, rnnt_loss_pruned)."""
+    errors = []
+    for module_name in ("k2", "fast_rnnt"):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:  # a k2 wheel built for another torch fails with OSError
+            errors.append(f"{module_name}: {first_line(error)}")
+            continue
+        return Backend(module_name, package_version(module_name, module), module)
+    raise BackendUnavailable("neither k2 nor fast_rnnt can be imported (" + "; ".join(errors) + ")", K2_HINT)
+
+
+def load_optimized_transducer() -> Backend:
+    try:
+        import optimized_transducer
+    except Exception as error:
+        raise BackendUnavailable(f"optimized_transducer cannot be imported ({error})", SETUP_HINT) from None
+    return Backend("optimized_transducer", package_version("optimized_transducer", optimized_transducer),
+                   optimized_transducer)
