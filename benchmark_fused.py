@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the project's exact transducer loss with the joiner inside (tlbench/fused_loss.py).
+"""Benchmark the project's exact transducer loss with the joiner inside (tlbench/losses/fused.py).
 
 Declared in tlbench/implementations/fused.py; flags: --help (see docs/ and the README)."""
 

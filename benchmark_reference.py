@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the project's own pure-PyTorch RNN-T loss (tlbench/reference_loss.py) on 4-D logits.
+"""Benchmark the project's own pure-PyTorch RNN-T loss (tlbench/losses/reference.py) on 4-D logits.
 
 Declared in tlbench/implementations/reference.py; flags: --help (see docs/ and the README)."""
 

@@ -3,5 +3,5 @@
 # print the summary table. Extra arguments go to benchmark_all.py (e.g. --only k2,k2_pruned).
 set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$repo_dir/scripts/setup.sh"
+bash "$repo_dir/scripts/setup.sh" --with nemo
 exec "${TLB_VENV:-$repo_dir/.venv}/bin/python" "$repo_dir/benchmark_all.py" "$@"

@@ -8,6 +8,12 @@
 #             builds of fast_rnnt, optimized_transducer and warp_rnnt for this GPU
 #   verify    verify_losses.py --device cuda (every loss against the float64 reference, CPU vs CUDA)
 #   benchmark benchmark_all.py --device cuda --preset original --repeat 1 (report.py after it)
+#   k2        only when asked for (TLB_GPU_CHECK_K2): k2's CUDA build (scripts/setup.sh with
+#             TLB_BUILDS=k2 and the sources that scripts/prepare_gpu_check.sh --with-k2 put in
+#             the wheelhouse), then verify_losses.py and the benchmark of k2 and k2_pruned. Its
+#             CUDA build is ~47 CPU-minutes (27 min on 2 cores here), a few minutes on 16 cores:
+#             too long to share the default budget with the other builds, hence its own stage,
+#             best run alone: TLB_GPU_CHECK_K2=only.
 # OUT_DIR gets at most 8 files: gpu_check.md (stages, times, probe, imports), summary.md and
 # summary.json (the benchmark's report), verify_losses.txt, logs.tar.gz (every log, summary.json
 # and key_averages.txt), traces.tar.gz (Chrome traces, one per run first, under 16 MiB) and pictures.tar.gz.
@@ -24,6 +30,8 @@
 #   TLB_GPU_CHECK_PYTHON       the interpreter that has torch (default python3)
 #   TLB_GPU_CHECK_BENCH_ARGS   replaces the benchmark's arguments
 #   TLB_GPU_CHECK_VERIFY_ARGS  replaces verify_losses.py's arguments
+#   TLB_GPU_CHECK_K2=0|1|only  0 (default): no k2 stage; 1: the k2 stage after the others;
+#                              only: setup, imports and the k2 stage alone (a second command)
 set -uo pipefail
 
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +58,12 @@ else
   bench_args="${TLB_GPU_CHECK_BENCH_ARGS:---device cpu --preset quick --only torchaudio,optimized_transducer,k2_pruned}"
   verify_args="${TLB_GPU_CHECK_VERIFY_ARGS:---device cpu --only reference,torchaudio,optimized_transducer,k2}"
 fi
+k2_stage="${TLB_GPU_CHECK_K2:-0}"
+case "$k2_stage" in
+  0|1|only) ;;
+  *) say "TLB_GPU_CHECK_K2=$k2_stage: allowed are 0 (default), 1 and only"; exit 2 ;;
+esac
+if [ "$device" = cuda ]; then k2_device_args="--device cuda"; else k2_device_args="--device cpu --preset quick"; fi
 rm -rf "$results" "$logs" "$work/pack"
 mkdir -p "$results" "$logs" "$work/pack"
 SECONDS=0
@@ -124,9 +138,12 @@ run_stage probe 20 0 bash -c probe
 if [ ! -f "$wh/requirements-gpu-check.txt" ]; then
   say "no $wh/requirements-gpu-check.txt: run scripts/prepare_gpu_check.sh where pip reaches the index, and carry .whl"
 fi
+# k2 is never built here (its own stage below builds it when asked for): TLB_BUILDS without it.
+setup_builds="fast_rnnt optimized_transducer warp_rnnt"
+[ "$k2_stage" != only ] || setup_builds=""
 run_stage setup "${TLB_GPU_CHECK_SETUP_SECONDS:-260}" 140 env TLB_VENV="$venv" PYTHON="$python" TLB_SYSTEM_TORCH=1 TLB_WHEELHOUSE="$wh" \
   TLB_REQUIREMENTS="$wh/requirements-gpu-check.txt" MODERNGPU_SOURCE="$wh/moderngpu-2b39855.tar.gz" \
-  PIP_NO_INDEX=1 bash "$repo_dir/scripts/setup.sh"
+  TLB_BUILDS="$setup_builds" PIP_NO_INDEX=1 bash "$repo_dir/scripts/setup.sh"
 py="$venv/bin/python"
 imports() {
   "$py" - <<'EOF' 2>&1
@@ -150,11 +167,31 @@ export -f imports
 # --- verify, then the benchmark ---------------------------------------------------------------
 cd "$repo_dir" || exit 1
 export PYTHONUNBUFFERED=1
-# shellcheck disable=SC2086  # the argument strings are split on purpose
-[ -x "$py" ] && run_stage verify 120 110 "$py" verify_losses.py $verify_args --output-json "$results/verify_losses.json"
-# shellcheck disable=SC2086
-[ -x "$py" ] && run_stage benchmark 600 25 "$py" benchmark_all.py $bench_args --out-dir "$results"
-bench_rc=$?
+bench_rc=0
+if [ "$k2_stage" != only ]; then
+  # shellcheck disable=SC2086  # the argument strings are split on purpose
+  [ -x "$py" ] && run_stage verify 120 110 "$py" verify_losses.py $verify_args --output-json "$results/verify_losses.json"
+  # shellcheck disable=SC2086
+  [ -x "$py" ] && run_stage benchmark 600 25 "$py" benchmark_all.py $bench_args --out-dir "$results"
+  bench_rc=$?
+fi
+
+# --- k2, when asked for -----------------------------------------------------------------------
+if [ "$k2_stage" != 0 ] && [ -x "$py" ]; then
+  for file in k2-a741ae8.tar.gz pybind11-5bc0943.tar.gz moderngpu-8ec9ac0.tar.gz; do
+    [ -f "$wh/$file" ] || say "no $wh/$file: run scripts/prepare_gpu_check.sh --with-k2 and carry .whl"
+  done
+  if run_stage k2-setup 540 40 env TLB_VENV="$venv" PYTHON="$python" TLB_SYSTEM_TORCH=1 TLB_WHEELHOUSE="$wh" \
+      TLB_REQUIREMENTS="$wh/requirements-gpu-check.txt" TLB_BUILDS=k2 TLB_K2=build K2_SOURCE="$wh/k2-a741ae8.tar.gz" \
+      PYBIND11_SOURCE="$wh/pybind11-5bc0943.tar.gz" MODERNGPU_K2_SOURCE="$wh/moderngpu-8ec9ac0.tar.gz" \
+      PIP_NO_INDEX=1 bash "$repo_dir/scripts/setup.sh"; then
+    # shellcheck disable=SC2086
+    run_stage k2-verify 60 25 "$py" verify_losses.py $k2_device_args --only k2,k2_pruned --output-json "$results/verify_losses_k2.json"
+    # shellcheck disable=SC2086
+    run_stage k2-benchmark 300 10 "$py" benchmark_all.py $k2_device_args --repeat 1 --only k2,k2_pruned --out-dir "$results"
+    [ $? -eq 0 ] || bench_rc=1
+  fi
+fi
 if [ "$bench_rc" -ne 0 ] && ls "$results"/*/summary.json >/dev/null 2>&1; then
   run_stage report 30 5 "$py" report.py "$results"  # the report of what the benchmark finished
 fi
@@ -178,7 +215,7 @@ fi
   echo "## setup (its [setup] lines)"
   echo
   echo '```'
-  grep '^\[setup\]' "$logs/setup.log" 2>/dev/null
+  grep -h '^\[setup\]' "$logs/setup.log" "$logs/k2-setup.log" 2>/dev/null
   echo '```'
   echo
   echo "## imports in the venv"
@@ -191,11 +228,13 @@ fi
   echo
   echo '```'
   tail -n 40 "$logs/benchmark.log" 2>/dev/null
+  [ ! -f "$logs/k2-benchmark.log" ] || { echo "--- k2 stage:"; tail -n 20 "$logs/k2-benchmark.log"; }
   echo '```'
 } >"$md"
 [ -f "$results/summary.md" ] && cp "$results/summary.md" "$out/summary.md"
 [ -f "$results/summary.json" ] && cp "$results/summary.json" "$out/summary.json"
 [ -f "$logs/verify.log" ] && cp "$logs/verify.log" "$out/verify_losses.txt"
+[ -f "$logs/k2-verify.log" ] && cat "$logs/k2-verify.log" >>"$out/verify_losses.txt"
 pack_py="$py"
 [ -x "$pack_py" ] || pack_py="$python"
 "$pack_py" - "$out" "$work" "$results" "$logs" "$venv/setup-logs" <<'EOF' 2>&1

@@ -7,13 +7,17 @@
 #   - their Python 3.12 manylinux x86_64 wheels (scripts/fill_wheelhouse.sh --system-torch),
 #     plus ninja (parallel warp_rnnt build);
 #   - the sdists of fast_rnnt 1.3, optimized_transducer 1.4 and warp_rnnt 0.7.0;
-#   - moderngpu-2b39855.tar.gz, copied from MODERNGPU_SOURCE or ../shared/third_party.
+#   - moderngpu-2b39855.tar.gz, copied from MODERNGPU_SOURCE or ../shared/third_party;
+#   - with --with-k2: k2-a741ae8.tar.gz, pybind11-5bc0943.tar.gz and moderngpu-8ec9ac0.tar.gz
+#     (K2_SOURCE, PYBIND11_SOURCE, MODERNGPU_K2_SOURCE or ../shared/third_party; 2.5 MiB), for
+#     gpu_check.sh's k2 stage (TLB_GPU_CHECK_K2).
 # Then it prints the size of what travels (the working tree must stay under 64 MiB).
 #
-# Usage: bash scripts/prepare_gpu_check.sh [--with-cmake] [--with-plots] [--with-numba]
+# Usage: bash scripts/prepare_gpu_check.sh [--with-cmake] [--with-plots] [--with-numba] [--with-k2]
 #   --with-cmake   also the cmake wheel (+30 MB), for an image without cmake
 #   --with-plots   also matplotlib and its wheels (+24 MB), for the report's pictures
 #   --with-numba   also numba and llvmlite (+64 MB: over the limit with the rest), for warprnnt_numba
+#   --with-k2      also the sources of k2's build (above)
 # Environment: TLB_GPU_CHECK_WHEELHOUSE (default .whl/gpu-check), PYTHON (whose pip is used).
 set -euo pipefail
 
@@ -23,11 +27,13 @@ say() { echo "[prepare_gpu_check] $*"; }
 
 names="torchaudio numpy tqdm pybind11 setuptools wheel warprnnt-numba"
 adds=(--add ninja)
+with_k2=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-cmake) adds+=(--add cmake); shift ;;
     --with-plots) names="$names matplotlib"; shift ;;
     --with-numba) names="$names numba"; shift ;;
+    --with-k2) with_k2=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown option $1" >&2; exit 2 ;;
   esac
@@ -51,6 +57,16 @@ mkdir -p "$new"
 bash "$repo_dir/scripts/fill_wheelhouse.sh" "$new" --python-version 3.12 --system-torch \
   --requirements "$new/requirements-gpu-check.txt" "${adds[@]}"
 cp "$moderngpu" "$new/moderngpu-2b39855.tar.gz"
+if [ "$with_k2" = 1 ]; then
+  third_party="$repo_dir/../shared/third_party"
+  for pair in "K2_SOURCE k2-a741ae8.tar.gz" "PYBIND11_SOURCE pybind11-5bc0943.tar.gz" \
+              "MODERNGPU_K2_SOURCE moderngpu-8ec9ac0.tar.gz"; do
+    read -r variable file <<<"$pair"
+    source="${!variable:-$third_party/$file}"
+    [ -f "$source" ] || { say "no $file at $source (set $variable to a tarball of that commit)" >&2; exit 1; }
+    cp "$source" "$new/$file"
+  done
+fi
 rm -rf "$dir"
 mv "$new" "$dir"
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TLB_VENV:-$repo_dir/.venv}"
-bash "$repo_dir/scripts/setup.sh"
+bash "$repo_dir/scripts/setup.sh" --with nemo
 cd "$repo_dir"
 echo "[test] ruff check (pyproject.toml)"
 "$venv/bin/ruff" check .

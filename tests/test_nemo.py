@@ -141,7 +141,7 @@ def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monk
 
 
 def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
-    # needs the harness of tlbench/implementation.py (tlbench.run.harness.main(LossImplementation))
+    # needs the harness of tlbench/implementations/declaration.py (tlbench.run.harness.main(LossImplementation))
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "nemo.py").write_text("raise ImportError('hidden by the test')\n")

@@ -6,18 +6,22 @@ what torch needs, nothing else of requirements.txt. The test builds such an envi
 linking torch and its dependency closure from the project's venv (no copy, no download), fills a
 wheelhouse with scripts/fill_wheelhouse.sh (the one step that uses the index), then runs the
 setup with pip's index made unreachable and checks that it installs from the wheelhouse, builds
-fast_rnnt from the wheelhouse's sdist, uses the system's torch and never installs one.
+fast_rnnt from the wheelhouse's sdist, installs k2 from the build cache, uses the system's torch
+and never installs one.
 
 Reduced on purpose, to stay at a few minutes on a 2-core CI machine: the requirements are the
-subset that scripts/gpu_check.sh installs (TLB_REQUIREMENTS), and only fast_rnnt is built
-(TLB_BUILDS; optimized_transducer's CPU build goes through the same code).
+subset that scripts/gpu_check.sh installs (TLB_REQUIREMENTS), only fast_rnnt is built
+(TLB_BUILDS; optimized_transducer's CPU build goes through the same code), and k2 comes from
+the cache that the project's own setup filled (its source build is ~10 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -121,11 +125,35 @@ def test_fill_wheelhouse_leaves_out_torch(wheelhouse):
     assert not [f for f in files if re.match(r"(torch-|nvidia|triton|cuda[-_])", f, re.I)], files
 
 
+def _user_cache() -> str:
+    """The build cache that scripts/setup.sh used for this project's venv."""
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tlbench")
+    return os.environ.get("TLB_CACHE") or default
+
+
+def _seed_k2_cache(cache: str) -> int:
+    """Copies the k2 entries of the user's build cache into ``cache``; returns how many."""
+    source = os.path.join(_user_cache(), "k2")
+    entries = [e for e in (os.listdir(source) if os.path.isdir(source) else [])
+               if os.path.isfile(os.path.join(source, e, "entry.json"))]
+    for entry in entries:
+        shutil.copytree(os.path.join(source, entry), os.path.join(cache, "k2", entry))
+    return len(entries)
+
+
 def test_offline_setup_with_system_torch(tmp_path, torch_python, wheelhouse):
+    """fast_rnnt is built from the wheelhouse's sdist (an empty cache of the test's own) and k2
+    comes from the build cache, which holds the k2 wheel that the project's own setup built:
+    the offline path of a node whose cache was filled once (a k2 build takes ~10 minutes)."""
+    if importlib.util.find_spec("k2") is None:
+        pytest.skip("k2 is not in this environment (TLB_K2=skip?): there is no cached k2 build to install offline")
+    cache = tmp_path / "cache"
+    assert _seed_k2_cache(str(cache)) >= 1, f"k2 imports here but {_user_cache()}/k2 holds no build of it"
     requirements, folder = wheelhouse
     venv = str(tmp_path / "venv")
     env = _offline_env(TLB_VENV=venv, PYTHON=torch_python, TLB_SYSTEM_TORCH="1", TLB_WHEELHOUSE=folder,
-                       TLB_REQUIREMENTS=requirements, TLB_BUILDS="fast_rnnt")
+                       TLB_REQUIREMENTS=requirements, TLB_BUILDS="fast_rnnt k2", TLB_CACHE=str(cache),
+                       TLB_THIRD_PARTY=str(tmp_path / "no-third-party"))
     result, seconds = _run(["bash", SETUP], env, 1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -133,25 +161,40 @@ def test_offline_setup_with_system_torch(tmp_path, torch_python, wheelhouse):
     torch_version = md.version("torch")
     assert f"using the system's torch {torch_version}" in output
     assert "from the wheelhouse" in output and "fast_rnnt built (CPU" in output, output
-    assert "k2 not tried (offline" in output
+    assert "k2 installed from the build cache" in output, output
+    assert "fast_rnnt stored in the build cache" in output, output
 
     py = os.path.join(venv, "bin", "python")
-    probe = subprocess.run([py, "-c", "import os, torch, torchaudio, numpy, tqdm, fast_rnnt, importlib.metadata as m;"
-                            "print(os.path.realpath(torch.__file__)); print(torchaudio.__file__);"
-                            "print(m.version('fast_rnnt'))"],
+    probe = subprocess.run([py, "-c", "import os, torch, torchaudio, numpy, tqdm, fast_rnnt, k2, importlib.metadata as m;"
+                            "print(os.path.realpath(torch.__file__)); print(torchaudio.__file__); print(k2.__file__);"
+                            "print(m.version('fast_rnnt')); print(m.version('k2'))"],
                            capture_output=True, text=True, env=_offline_env(), timeout=300)
     assert probe.returncode == 0, probe.stderr
-    torch_file, torchaudio_file, fast_rnnt_version = probe.stdout.split()
-    # torch is the system's (linked from this venv), torchaudio came from the wheelhouse into the venv.
+    torch_file, torchaudio_file, k2_file, fast_rnnt_version, k2_version = probe.stdout.split()
+    # torch is the system's (linked from this venv); torchaudio (wheelhouse) and k2 (cache) are the venv's.
     assert torch_file.startswith(os.path.realpath(sysconfig.get_paths()["purelib"]))
     site = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    assert torchaudio_file.startswith(site) and fast_rnnt_version == "1.3"
+    assert torchaudio_file.startswith(site) and k2_file.startswith(site)
+    assert fast_rnnt_version == "1.3" and k2_version.startswith("1.24.4")
     assert not [d for d in os.listdir(site) if re.match(r"torch-\d", d)], "torch was installed into the venv"
 
     again, seconds = _run(["bash", SETUP], env, 300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "requirements already installed" in again.stdout and "fast_rnnt already built" in again.stdout
+    assert "k2 already built" in again.stdout, again.stdout
     assert seconds < 60, f"the second run took {seconds:.0f} s"
+
+
+def test_offline_setup_without_k2(tmp_path, torch_python, wheelhouse):
+    """k2 left out of the builds offline: nothing is tried and the k2 rows' fallback is named."""
+    requirements, folder = wheelhouse
+    env = _offline_env(TLB_VENV=str(tmp_path / "venv"), PYTHON=torch_python, TLB_SYSTEM_TORCH="1",
+                       TLB_WHEELHOUSE=folder, TLB_REQUIREMENTS=requirements, TLB_BUILDS="",
+                       TLB_CACHE=str(tmp_path / "cache"))
+    result, _ = _run(["bash", SETUP], env, 600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "k2 not tried (offline install from a wheelhouse, k2 not in TLB_BUILDS); the k2 benchmarks use fast_rnnt" in output
 
 
 def test_system_torch_version_checks(tmp_path, wheelhouse):

@@ -1,4 +1,4 @@
-"""Benchmark the project's exact transducer loss with the joiner inside (tlbench/fused_loss.py).
+"""Benchmark the project's exact transducer loss with the joiner inside (tlbench/losses/fused.py).
 
 The whole chain runs in the loss region, as for k2_pruned: the joiner (tanh + Linear) is
 computed chunk by chunk inside the loss, only each cell's blank and next-label log-probabilities

@@ -1,4 +1,4 @@
-"""Benchmark the project's own pure-PyTorch RNN-T loss (tlbench/reference_loss.py) on 4-D logits."""
+"""Benchmark the project's own pure-PyTorch RNN-T loss (tlbench/losses/reference.py) on 4-D logits."""
 
 from tlbench.implementations.declaration import Backend, LossImplementation, LossOnlyVariant, VerifyVariant
 

@@ -1,0 +1,128 @@
+"""NeMo's graph RNN-T loss (benchmark_nemo_graph.py: GraphRnntLoss on the real k2) against
+torchaudio, and its row without NeMo or k2.
+
+Optional like ``nemo`` (``bash scripts/setup.sh --with nemo``; the test command installs it),
+and it needs the real k2 (scripts/setup.sh builds it): the tests that run the loss skip
+themselves without either; the last two hide NeMo and run everywhere.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
+
+import tlbench.implementations.nemo_graph as nemo_graph
+from tlbench.implementations.declaration import BackendUnavailable
+
+
+@pytest.fixture(scope="module")
+def backend():
+    pytest.importorskip("k2", reason="k2 is not installed (scripts/setup.sh builds it from source)")
+    pytest.importorskip("nemo", reason="NeMo is not installed (bash scripts/setup.sh --with nemo)")
+    return nemo_graph.load_backend()
+
+
+def random_problem(shapes, vocab_size, seed=0):
+    """Logits (N, T_max, U_max + 1, V) float32, targets (N, U_max) int64 in [1, V), int64 lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    t_max, u_max = max(t for t, _ in shapes), max(u for _, u in shapes)
+    logits = 2 * torch.randn(len(shapes), t_max, u_max + 1, vocab_size, generator=gen)
+    targets = torch.randint(1, vocab_size, (len(shapes), u_max), generator=gen)
+    logit_lengths = torch.tensor([t for t, _ in shapes])
+    target_lengths = torch.tensor([u for _, u in shapes])
+    return logits, targets, logit_lengths, target_lengths
+
+
+def torchaudio_losses(logits, targets, logit_lengths, target_lengths):
+    import torchaudio.functional
+
+    x = logits.clone().requires_grad_()
+    losses = torchaudio.functional.rnnt_loss(x, targets.int(), logit_lengths.int(), target_lengths.int(), blank=0,
+                                             reduction="none")
+    losses.sum().backward()
+    return losses.detach(), x.grad
+
+
+def relative_error(value, expected):
+    return ((value.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
+
+
+# mixed lengths, U_i = 0 beside U_i > 0, T_i = 1, and a vocabulary of 4096
+PROBLEMS = [([(12, 5), (7, 5), (9, 2)], 40), ([(1, 0), (6, 0), (9, 4)], 24), ([(1, 3), (1, 1), (8, 2)], 20),
+            ([(6, 2), (4, 3)], 4096)]
+
+
+def test_backend_names_both_libraries(backend):
+    import importlib.metadata
+
+    assert backend.name == "nemo"
+    assert backend.version == f"{importlib.metadata.version('nemo-toolkit')}, k2 {importlib.metadata.version('k2')}"
+    assert "nemo.collections.asr" not in sys.modules  # the ASR collection's __init__ never ran
+
+
+@pytest.mark.parametrize("shapes,vocab_size", PROBLEMS)
+def test_per_utterance_loss_and_gradient_match_torchaudio(backend, shapes, vocab_size):
+    logits, targets, logit_lengths, target_lengths = random_problem(shapes, vocab_size)
+    x = logits.clone().requires_grad_()
+    losses = nemo_graph.per_utterance(backend, x, targets, logit_lengths, target_lengths)
+    losses.sum().backward()
+    expected, expected_grad = torchaudio_losses(logits, targets, logit_lengths, target_lengths)
+    assert losses.shape == (len(shapes),)
+    assert relative_error(losses.detach(), expected) <= 1e-5
+    assert relative_error(x.grad, expected_grad) <= 1e-4
+
+
+def test_a_wrong_target_changes_the_loss(backend):
+    """The comparison above can fail: another label sequence gives another loss."""
+    logits, targets, logit_lengths, target_lengths = random_problem([(10, 4)], 30, seed=2)
+    changed = targets.clone()
+    changed[0, 0] = 1 + changed[0, 0] % 29
+    right = nemo_graph.per_utterance(backend, logits, targets, logit_lengths, target_lengths)
+    wrong = nemo_graph.per_utterance(backend, logits, changed, logit_lengths, target_lengths)
+    assert abs(right.item() - wrong.item()) > 1e-3
+
+
+def test_benchmark_run_agrees_with_torchaudio(backend, tiny_shape_info, tmp_path):
+    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path)]
+    losses = {}
+    for name in ("torchaudio", "nemo_graph"):
+        process = run_script(f"benchmark_{name}.py", flags)
+        assert process.returncode == 0, process.stderr[-2000:]
+        summary = json.load(open(os.path.join(tmp_path, f"{name}-2", "summary.json")))
+        assert summary["status"] == "ok", summary.get("reason")
+        losses[name] = summary["loss_values"]
+    assert summary["backend"] == "nemo" and ", k2 " in summary["backend_version"]
+    assert len(losses["nemo_graph"]) == 2
+    for value, expected in zip(losses["nemo_graph"], losses["torchaudio"]):
+        assert abs(value - expected) <= 1e-4 * abs(expected), losses
+
+
+def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monkeypatch):
+    for name in [n for n in sys.modules if n == "nemo" or n.startswith("nemo.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "nemo", None)  # makes `import nemo` raise ImportError
+    with pytest.raises(BackendUnavailable) as raised:
+        nemo_graph.load_backend()
+    assert raised.value.install_hint == nemo_graph.INSTALL_HINT
+    assert "--with nemo" in raised.value.install_hint and "k2" in raised.value.install_hint
+    assert "\n" not in raised.value.reason and "cannot be imported" in raised.value.reason
+
+
+def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "nemo.py").write_text("raise ImportError('hidden by the test')\n")
+    process = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmark_nemo_graph.py"), *TINY_RUN_FLAGS,
+                              "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path / "log")],
+                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(blocker)),
+                             timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    (summary_path,) = (tmp_path / "log").glob("nemo_graph-*/summary.json")
+    summary = json.load(open(summary_path))
+    assert summary["status"] == "unavailable"
+    assert "hidden by the test" in summary["reason"] and "--with nemo" in summary["reason"]
+    assert "unavailable" in process.stdout
