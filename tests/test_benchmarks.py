@@ -92,7 +92,7 @@ def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
     assert process.returncode == 0, process.stderr
     summary = json.load(open(tmp_path / "log" / "k2-2" / "summary.json"))
     assert summary["status"] == "unavailable"
-    assert "hidden by the test" in summary["reason"] and "k2utils install k2" in summary["reason"]
+    assert "hidden by the test" in summary["reason"] and "builds k2 1.24.4 from source" in summary["reason"]
     assert "unavailable" in process.stdout
 
 

@@ -185,16 +185,33 @@ def test_offline_setup_with_system_torch(tmp_path, torch_python, wheelhouse):
     assert seconds < 60, f"the second run took {seconds:.0f} s"
 
 
-def test_offline_setup_without_k2(tmp_path, torch_python, wheelhouse):
-    """k2 left out of the builds offline: nothing is tried and the k2 rows' fallback is named."""
+def test_a_corrupt_cached_k2_is_never_installed(tmp_path, torch_python, wheelhouse):
+    """A cache entry whose wheel was damaged is removed and a build is tried instead; here the
+    build cannot get k2's source (K2_SOURCE names nothing), which is one line naming K2_SOURCE,
+    and the k2 rows then use fast_rnnt."""
+    if importlib.util.find_spec("k2") is None:
+        pytest.skip("k2 is not in this environment (TLB_K2=skip?): there is no cached k2 build to damage")
+    cache = tmp_path / "cache"
+    assert _seed_k2_cache(str(cache)) >= 1, f"k2 imports here but {_user_cache()}/k2 holds no build of it"
+    for wheel in (cache / "k2").glob("*/*.whl"):
+        with open(wheel, "r+b") as f:
+            f.seek(wheel.stat().st_size // 2)
+            f.write(b"\0" * 64)
     requirements, folder = wheelhouse
-    env = _offline_env(TLB_VENV=str(tmp_path / "venv"), PYTHON=torch_python, TLB_SYSTEM_TORCH="1",
-                       TLB_WHEELHOUSE=folder, TLB_REQUIREMENTS=requirements, TLB_BUILDS="",
-                       TLB_CACHE=str(tmp_path / "cache"))
-    result, _ = _run(["bash", SETUP], env, 600)
+    venv = tmp_path / "venv"
+    missing = tmp_path / "no-such-k2.tar.gz"
+    env = _offline_env(TLB_VENV=str(venv), PYTHON=torch_python, TLB_SYSTEM_TORCH="1", TLB_WHEELHOUSE=folder,
+                       TLB_REQUIREMENTS=requirements, TLB_BUILDS="k2", TLB_CACHE=str(cache), K2_SOURCE=str(missing))
+    result, _ = _run(["bash", SETUP], env, 900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "k2 not tried (offline install from a wheelhouse, k2 not in TLB_BUILDS); the k2 benchmarks use fast_rnnt" in output
+    assert re.search(r"k2: build cache entry \S+ was corrupt or half written \(.*does not match its SHA-256\)", output), output
+    assert f"K2_SOURCE={missing}: {missing} does not exist; the k2 benchmarks use fast_rnnt" in output, output
+    assert "k2 installed from the build cache" not in output
+    assert not list((cache / "k2").glob("*/entry.json")), "the damaged entry is still in the cache"
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import k2"], capture_output=True, text=True,
+                           env=_offline_env(), timeout=120)
+    assert probe.returncode != 0, "a k2 was installed from the damaged entry"
 
 
 def test_system_torch_version_checks(tmp_path, wheelhouse):

@@ -11,7 +11,8 @@ from tlbench.implementations.declaration import Backend, BackendUnavailable
 __all__ = ["SETUP_HINT", "K2_HINT", "load_k2_or_fast_rnnt", "load_optimized_transducer", "package_version"]
 
 SETUP_HINT = "run 'bash scripts/setup.sh', which builds it from the registry's source distribution"
-K2_HINT = f"install k2 with 'k2utils install k2', or fast_rnnt: {SETUP_HINT}"
+K2_HINT = ("run 'bash scripts/setup.sh': it builds k2 1.24.4 from source (no wheel fits today's torch) and "
+           "fast_rnnt, the fallback with the same RNN-T functions, from the registry's source distribution")
 
 
 def package_version(distribution: str, module=None) -> str:
