@@ -72,7 +72,8 @@ def report_markdown(results, pictures=None, link_base: Optional[str] = None) -> 
     out = io.StringIO()
     out.write("# Transducer loss benchmark\n\n")
     torch_versions = sorted({s.torch_version for s in summaries if s.torch_version})
-    backends = sorted({r.backend for r in rows if r.backend not in ("-", "?")})
+    # every library once: a row computed by two ("nemo 3.0.0, k2 1.24.4") names both
+    backends = sorted({part for r in rows if r.backend not in ("-", "?") for part in r.backend.split(", ")})
     presets = sorted({f"{s.preset} ({s.preset_reason})" for s in summaries if s.preset})
     dates = sorted({s.created_at for s in summaries if s.created_at})
     out.write(f"- Device: {'; '.join(devices(summaries)) or 'unknown'}\n")
