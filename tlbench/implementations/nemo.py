@@ -27,15 +27,13 @@ CUDA kernels compile on a tiny problem before profiling.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import types
 from typing import Optional
 
 from tlbench.core.errors import first_line
 from tlbench.implementations.conditions import more_cells_than_on_cpu
 from tlbench.implementations.declaration import Backend, BackendUnavailable, LossImplementation, VerifyVariant
+from tlbench.implementations.loaders import import_without_inits
 
 INSTALL_HINT = "bash scripts/setup.sh --with nemo"
 ASR_PACKAGE = "nemo.collections.asr"
@@ -46,26 +44,11 @@ CPU_MAX_VERIFY_CELLS = 20000
 
 def import_loss_package():
     """``nemo.collections.asr.parts.numba.rnnt_loss``, without running ``nemo.collections.asr``'s
-    ``__init__`` (which imports the whole ASR collection and its training stack).
-
-    The ``nemo`` and ``nemo.collections`` packages are imported as usual (their ``__init__``
-    files only read the package info); ``nemo.collections.asr`` is registered as a package
-    whose ``__init__`` has not run while its ``parts.numba.rnnt_loss`` subpackage is imported,
-    then unregistered again (the loss modules stay loaded). When ``nemo.collections.asr`` is
-    already imported (a full NeMo install in use), the normal import is used.
-    """
-    if ASR_PACKAGE in sys.modules:
-        return importlib.import_module(LOSS_PACKAGE)
-    spec = importlib.util.find_spec(ASR_PACKAGE)  # imports nemo and nemo.collections only
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{ASR_PACKAGE} is not an installed package")
-    package = importlib.util.module_from_spec(spec)  # the package object; its __init__ is not run
-    sys.modules[ASR_PACKAGE] = package
-    try:
-        return importlib.import_module(LOSS_PACKAGE)
-    finally:
-        if sys.modules.get(ASR_PACKAGE) is package:
-            del sys.modules[ASR_PACKAGE]
+    ``__init__`` (which imports the whole ASR collection and its training stack); ``nemo`` and
+    ``nemo.collections`` are imported as usual (their ``__init__`` files only read the package
+    info). With ``nemo.collections.asr`` already imported (a full NeMo install in use), the
+    normal import is used."""
+    return import_without_inits(LOSS_PACKAGE, (ASR_PACKAGE,))
 
 
 def load_backend() -> Backend:

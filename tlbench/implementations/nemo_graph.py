@@ -22,14 +22,12 @@ Lightning callbacks, which import ``nv_one_logger``), none of which the loss use
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import importlib.util
-import sys
 import types
 
 from tlbench.core.errors import first_line
 from tlbench.implementations.declaration import Backend, BackendUnavailable, LossImplementation, VerifyVariant
+from tlbench.implementations.loaders import import_without_inits
 
 INSTALL_HINT = ("bash scripts/setup.sh --with nemo (NeMo and the packages its graph loss imports); the loss also needs "
                 "k2, which scripts/setup.sh builds from source")
@@ -42,28 +40,8 @@ SKIPPED_INITS = ("nemo.collections.asr", "nemo.core", "nemo.core.classes")
 
 def import_loss_module():
     """``nemo.collections.asr.parts.k2.graph_transducer`` without the ``__init__`` of
-    :data:`SKIPPED_INITS` (the modules it imports from those packages are loaded as usual).
-
-    Each such package that is not imported yet is registered as a package object whose
-    ``__init__`` has not run, and unregistered after the import (so that a later plain
-    ``import nemo.core`` runs its real ``__init__``); the loss modules stay loaded.
-    """
-    if LOSS_MODULE in sys.modules:
-        return sys.modules[LOSS_MODULE]
-    placed = {}
-    try:
-        for name in SKIPPED_INITS:
-            if name in sys.modules:
-                continue  # already imported for real (a full NeMo install in use)
-            spec = importlib.util.find_spec(name)  # imports its parents as usual
-            if spec is None or spec.submodule_search_locations is None:
-                raise ImportError(f"{name} is not an installed package")
-            placed[name] = sys.modules[name] = importlib.util.module_from_spec(spec)
-        return importlib.import_module(LOSS_MODULE)
-    finally:
-        for name, package in placed.items():
-            if sys.modules.get(name) is package:
-                del sys.modules[name]
+    :data:`SKIPPED_INITS` (the modules it imports from those packages are loaded as usual)."""
+    return import_without_inits(LOSS_MODULE, SKIPPED_INITS)
 
 
 def load_backend() -> Backend:
