@@ -1,7 +1,8 @@
 """NeMo's numba RNN-T loss (benchmark_nemo.py) against torchaudio, and its row without NeMo.
 
 NeMo is an optional install (``bash scripts/setup.sh --with nemo``): the tests that need it skip
-themselves without it; the last two run without it (they hide it).
+themselves without it; the tests that hide it run everywhere, for nemo_graph's row too (its
+loss is tested in tests/test_nemo_graph.py).
 """
 
 import json
@@ -14,6 +15,7 @@ import torch
 from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
 
 import tlbench.implementations.nemo
+import tlbench.implementations.nemo_graph
 from tlbench.implementations.declaration import BackendUnavailable
 
 
@@ -130,27 +132,30 @@ def test_import_does_not_leave_the_asr_package_half_imported(backend):
     assert backend.name == "nemo" and backend.version
 
 
-def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monkeypatch):
+@pytest.mark.parametrize("module", [tlbench.implementations.nemo, tlbench.implementations.nemo_graph],
+                         ids=["nemo", "nemo_graph"])
+def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monkeypatch, module):
     for name in [n for n in sys.modules if n == "nemo" or n.startswith("nemo.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "nemo", None)  # makes `import nemo` raise ImportError
     with pytest.raises(BackendUnavailable) as raised:
-        tlbench.implementations.nemo.load_backend()
-    assert raised.value.install_hint == "bash scripts/setup.sh --with nemo"
+        module.load_backend()
+    assert raised.value.install_hint == module.INSTALL_HINT and "bash scripts/setup.sh --with nemo" in module.INSTALL_HINT
     assert "\n" not in raised.value.reason and "cannot be imported" in raised.value.reason
 
 
-def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
+@pytest.mark.parametrize("name", ["nemo", "nemo_graph"])
+def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path, name):
     # needs the harness of tlbench/implementations/declaration.py (tlbench.run.harness.main(LossImplementation))
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "nemo.py").write_text("raise ImportError('hidden by the test')\n")
-    process = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmark_nemo.py"), *TINY_RUN_FLAGS,
+    process = subprocess.run([sys.executable, os.path.join(REPO_DIR, f"benchmark_{name}.py"), *TINY_RUN_FLAGS,
                               "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path / "log")],
                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(blocker)),
                              timeout=300)
     assert process.returncode == 0, process.stderr[-2000:]
-    (summary_path,) = (tmp_path / "log").glob("nemo-*/summary.json")
+    (summary_path,) = (tmp_path / "log").glob(f"{name}-*/summary.json")
     summary = json.load(open(summary_path))
     assert summary["status"] == "unavailable"
     assert "hidden by the test" in summary["reason"] and "bash scripts/setup.sh --with nemo" in summary["reason"]

@@ -3,20 +3,18 @@ torchaudio, and its row without NeMo or k2.
 
 Optional like ``nemo`` (``bash scripts/setup.sh --with nemo``; the test command installs it),
 and it needs the real k2 (scripts/setup.sh builds it): the tests that run the loss skip
-themselves without either; the last two hide NeMo and run everywhere.
+themselves without either. Its row without NeMo is tested with nemo's in tests/test_nemo.py.
 """
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
+from conftest import TINY_RUN_FLAGS, run_script
 
 import tlbench.implementations.nemo_graph as nemo_graph
-from tlbench.implementations.declaration import BackendUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -99,30 +97,3 @@ def test_benchmark_run_agrees_with_torchaudio(backend, tiny_shape_info, tmp_path
     assert len(losses["nemo_graph"]) == 2
     for value, expected in zip(losses["nemo_graph"], losses["torchaudio"]):
         assert abs(value - expected) <= 1e-4 * abs(expected), losses
-
-
-def test_load_backend_without_nemo_raises_unavailable_with_the_install_hint(monkeypatch):
-    for name in [n for n in sys.modules if n == "nemo" or n.startswith("nemo.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "nemo", None)  # makes `import nemo` raise ImportError
-    with pytest.raises(BackendUnavailable) as raised:
-        nemo_graph.load_backend()
-    assert raised.value.install_hint == nemo_graph.INSTALL_HINT
-    assert "--with nemo" in raised.value.install_hint and "k2" in raised.value.install_hint
-    assert "\n" not in raised.value.reason and "cannot be imported" in raised.value.reason
-
-
-def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "nemo.py").write_text("raise ImportError('hidden by the test')\n")
-    process = subprocess.run([sys.executable, os.path.join(REPO_DIR, "benchmark_nemo_graph.py"), *TINY_RUN_FLAGS,
-                              "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path / "log")],
-                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(blocker)),
-                             timeout=300)
-    assert process.returncode == 0, process.stderr[-2000:]
-    (summary_path,) = (tmp_path / "log").glob("nemo_graph-*/summary.json")
-    summary = json.load(open(summary_path))
-    assert summary["status"] == "unavailable"
-    assert "hidden by the test" in summary["reason"] and "--with nemo" in summary["reason"]
-    assert "unavailable" in process.stdout
