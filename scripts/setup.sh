@@ -515,17 +515,18 @@ prepare_moderngpu() {
 }
 
 cuda_code_report() {  # $1 = dist name; one line: which of its libraries hold GPU code, for which sm
-  "$py" - "$1" <<'EOC' 2>/dev/null || true
+  "$py" - "$1" "$cuda_home/bin/cuobjdump" <<'EOC' 2>/dev/null || true
 import importlib.metadata as md, os, shutil, subprocess, sys
 so = [str(f.locate()) for f in md.distribution(sys.argv[1]).files or [] if ".so" in f.name]
+cuobjdump = sys.argv[2] if os.access(sys.argv[2], os.X_OK) else shutil.which("cuobjdump")
 parts = []
 for path in so:
     data = open(path, "rb").read()
     if b".nv_fatbin" not in data:
         continue
     sms = ""
-    if shutil.which("cuobjdump"):
-        out = subprocess.run(["cuobjdump", "--list-elf", path], capture_output=True, text=True).stdout
+    if cuobjdump:
+        out = subprocess.run([cuobjdump, "--list-elf", path], capture_output=True, text=True).stdout
         sms = ",".join(sorted({w.rsplit(".", 2)[-2] for w in out.split() if w.endswith(".cubin")}))
     parts.append(os.path.basename(path) + (f" ({sms})" if sms else " (.nv_fatbin)"))
 print("GPU code in " + ", ".join(parts) if parts else "NO GPU code in " + ", ".join(map(os.path.basename, so)))
@@ -733,9 +734,9 @@ print(next((h for d in sys.path if os.path.isdir(d) for h in glob.glob(os.path.j
 print(next((os.path.dirname(h) for d in sys.path if os.path.isdir(d) for h in glob.glob(os.path.join(d, "nvidia", "cu13", "include", "curand.h"))), ""))')"
       [ -z "$inc" ] || args="$args -DCMAKE_CUDA_FLAGS=-I$inc -DCMAKE_CXX_FLAGS=-I$inc"
     fi
-    say "building k2 $k2_version (${k2_commit:0:7}) from source (CUDA $arch_norm; long: ~27 min on 2 cores for one architecture)"
+    say "building k2 $k2_version (${k2_commit:0:7}) from source (CUDA $arch_norm; long: ~36 min on 2 cores, ~5 min on 16, for one architecture)"
   else
-    say "building k2 $k2_version (${k2_commit:0:7}) from source (CPU; ~7-12 min on 2 cores)"
+    say "building k2 $k2_version (${k2_commit:0:7}) from source (CPU; ~12 min on 2 cores)"
   fi
   local pybind11_origin="the download in k2's CMake"
   [ -z "$pybind11_dir" ] || pybind11_origin="$pybind11_dir"
