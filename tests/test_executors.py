@@ -57,7 +57,9 @@ def test_local_executor_gives_the_sequential_results(tiny_shape_info, tmp_path):
     assert set(a) == set(b) == {"torchaudio-2", "packed_reference-2"}
     for run in a:
         assert comparable(a[run]) == comparable(b[run]), run
-    assert table_shape((sequential / "summary.md").read_text()) == table_shape((local / "summary.md").read_text())
+    # the same rows; their order follows the measured step times, which differ between runs
+    assert sorted(table_shape((sequential / "summary.md").read_text())) == sorted(
+        table_shape((local / "summary.md").read_text()))
     logs = os.listdir(local / "jobs")
     assert len([n for n in logs if n.endswith("_log.out")]) == 2 and not os.path.exists(sequential / "jobs")
 

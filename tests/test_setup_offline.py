@@ -132,10 +132,12 @@ def _user_cache() -> str:
 
 
 def _seed_k2_cache(cache: str) -> int:
-    """Copies the k2 entries of the user's build cache into ``cache``; returns how many."""
+    """Copies the CPU k2 entries of the user's build cache into ``cache`` (the setups of these
+    tests are CPU builds; a CUDA entry, from a compile check, has another key); returns how many."""
     source = os.path.join(_user_cache(), "k2")
     entries = [e for e in (os.listdir(source) if os.path.isdir(source) else [])
-               if os.path.isfile(os.path.join(source, e, "entry.json"))]
+               if os.path.isfile(os.path.join(source, e, "entry.json"))
+               and "\nbuild: cpu\n" in open(os.path.join(source, e, "key.txt"), encoding="utf-8").read()]
     for entry in entries:
         shutil.copytree(os.path.join(source, entry), os.path.join(cache, "k2", entry))
     return len(entries)
