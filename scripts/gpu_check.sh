@@ -64,7 +64,8 @@ case "$k2_stage" in
   0|1|only) ;;
   *) say "TLB_GPU_CHECK_K2=$k2_stage: allowed are 0 (default), 1 and only"; exit 2 ;;
 esac
-if [ "$device" = cuda ]; then k2_device_args="--device cuda"; else k2_device_args="--device cpu --preset quick"; fi
+k2_verify_args="--device $device"
+if [ "$device" = cuda ]; then k2_bench_args="--device cuda"; else k2_bench_args="--device cpu --preset quick"; fi
 rm -rf "$results" "$logs" "$work/pack"
 mkdir -p "$results" "$logs" "$work/pack"
 SECONDS=0
@@ -187,9 +188,9 @@ if [ "$k2_stage" != 0 ] && [ -x "$py" ]; then
       PYBIND11_SOURCE="$wh/pybind11-5bc0943.tar.gz" MODERNGPU_K2_SOURCE="$wh/moderngpu-8ec9ac0.tar.gz" \
       PIP_NO_INDEX=1 bash "$repo_dir/scripts/setup.sh"; then
     # shellcheck disable=SC2086
-    run_stage k2-verify 60 40 "$py" verify_losses.py $k2_device_args --only k2,k2_pruned --output-json "$results/verify_losses_k2.json"
+    run_stage k2-verify 60 40 "$py" verify_losses.py $k2_verify_args --only k2,k2_pruned --output-json "$results/verify_losses_k2.json"
     # shellcheck disable=SC2086
-    run_stage k2-benchmark 300 10 "$py" benchmark_all.py $k2_device_args --repeat 1 --only k2,k2_pruned --out-dir "$results"
+    run_stage k2-benchmark 300 10 "$py" benchmark_all.py $k2_bench_args --repeat 1 --only k2,k2_pruned --out-dir "$results"
     [ $? -eq 0 ] || bench_rc=1
   fi
 fi

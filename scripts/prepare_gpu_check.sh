@@ -14,10 +14,12 @@
 # Then it prints the size of what travels (the working tree must stay under 64 MiB).
 #
 # Usage: bash scripts/prepare_gpu_check.sh [--with-cmake] [--with-plots] [--with-numba] [--with-k2]
+#                                          [--python-version X.Y]
 #   --with-cmake   also the cmake wheel (+30 MB), for an image without cmake
 #   --with-plots   also matplotlib and its wheels (+24 MB), for the report's pictures
 #   --with-numba   also numba and llvmlite (+64 MB: over the limit with the rest), for warprnnt_numba
 #   --with-k2      also the sources of k2's build (above)
+#   --python-version X.Y  wheels for that Python (default 3.12, the device machine's)
 # Environment: TLB_GPU_CHECK_WHEELHOUSE (default .whl/gpu-check), PYTHON (whose pip is used).
 set -euo pipefail
 
@@ -28,12 +30,14 @@ say() { echo "[prepare_gpu_check] $*"; }
 names="torchaudio numpy tqdm pybind11 setuptools wheel warprnnt-numba"
 adds=(--add ninja)
 with_k2=0
+python_version=3.12
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-cmake) adds+=(--add cmake); shift ;;
     --with-plots) names="$names matplotlib"; shift ;;
     --with-numba) names="$names numba"; shift ;;
     --with-k2) with_k2=1; shift ;;
+    --python-version) [ $# -ge 2 ] || { say "--python-version needs X.Y" >&2; exit 2; }; python_version="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown option $1" >&2; exit 2 ;;
   esac
@@ -54,7 +58,7 @@ mkdir -p "$new"
     echo "$line"
   done
 } >"$new/requirements-gpu-check.txt"
-bash "$repo_dir/scripts/fill_wheelhouse.sh" "$new" --python-version 3.12 --system-torch \
+bash "$repo_dir/scripts/fill_wheelhouse.sh" "$new" --python-version "$python_version" --system-torch \
   --requirements "$new/requirements-gpu-check.txt" "${adds[@]}"
 cp "$moderngpu" "$new/moderngpu-2b39855.tar.gz"
 if [ "$with_k2" = 1 ]; then
