@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from typing import List
+from typing import Dict, List, Sequence
 
 import pytest
 import torch
@@ -47,6 +48,27 @@ def tiny_shape_info(tmp_path_factory) -> str:
 TINY_RUN_FLAGS = ["--device", "cpu", "--preset", "quick", "--batch-size", "2", "--max-frames", "30",
                   "--wait", "1", "--warmup", "1", "--active", "2", "--repeat", "1",
                   "--vocab-size", "40", "--encoder-out-dim", "48"]
+
+
+def run_summaries(names: Sequence[str], flags: List[str], out_dir: str, run_suffix: str) -> Dict[str, dict]:
+    """Runs ``benchmark_<name>.py`` for each name with the same flags (so on the same batches) and
+    returns each run's ``summary.json`` (run folder ``<name><run_suffix>`` under ``out_dir``), all ok."""
+    summaries = {}
+    for name in names:
+        process = run_script(script_for(name), [*flags, "--out-dir", out_dir])
+        assert process.returncode == 0, process.stderr[-2000:]
+        summary = json.load(open(os.path.join(out_dir, f"{name}{run_suffix}", "summary.json")))
+        assert summary["status"] == "ok", (name, summary.get("reason"))
+        summaries[name] = summary
+    return summaries
+
+
+def assert_losses_agree(losses: Dict[str, List[float]], reference: str = "torchaudio", rel: float = 1e-4) -> None:
+    """Every implementation's per-batch loss values within ``rel`` of the reference's."""
+    for name, values in losses.items():
+        assert len(values) == len(losses[reference]), (name, losses)
+        for value, expected in zip(values, losses[reference]):
+            assert abs(value - expected) <= rel * abs(expected), (name, losses)
 
 
 def pytest_configure(config):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, run_script, script_for
+from conftest import REPO_DIR, TINY_RUN_FLAGS, TINY_SHAPES, assert_losses_agree, run_script, run_summaries, script_for
 
 from tlbench.implementations.declaration import Backend
 from tlbench.implementations.registry import builtin_names
@@ -71,9 +71,7 @@ def test_the_core_losses_agree_on_the_same_batches(tiny_runs, mode):
         losses[name] = summary["loss_values"]
     reference = losses["torchaudio"]
     assert len(reference) == 2 and all(math.isfinite(v) and v > 0 for v in reference)
-    for name, values in losses.items():
-        for value, expected in zip(values, reference):
-            assert abs(value - expected) <= 1e-4 * abs(expected), (name, values, reference)
+    assert_losses_agree(losses)
 
 
 def test_missing_library_is_recorded_as_unavailable(tiny_shape_info, tmp_path):
@@ -123,17 +121,9 @@ def test_more_scripts_run_or_say_why_not(tiny_shape_info, tmp_path, name):
 
 
 def test_the_reference_and_numba_agree_with_torchaudio_on_the_same_batch(tiny_shape_info, tmp_path):
-    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path),
-             "--max-utterance-frames", "50"]
-    losses = {}
-    for script in ("benchmark_torchaudio.py", "benchmark_reference.py", "benchmark_warprnnt_numba.py"):
-        process = run_script(script, flags)
-        assert process.returncode == 0, process.stderr[-2000:]
-    for name in ("torchaudio", "reference", "warprnnt_numba"):
-        losses[name] = json.load(open(os.path.join(tmp_path, f"{name}-2-tmax50", "summary.json")))["loss_values"]
-    for name in ("reference", "warprnnt_numba"):
-        for value, expected in zip(losses[name], losses["torchaudio"]):
-            assert abs(value - expected) <= 1e-4 * abs(expected), (name, losses)
+    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--max-utterance-frames", "50"]
+    summaries = run_summaries(("torchaudio", "reference", "warprnnt_numba"), flags, str(tmp_path), "-2-tmax50")
+    assert_losses_agree({name: summary["loss_values"] for name, summary in summaries.items()})
 
 
 def test_unsupported_dtype_is_recorded_not_crashed(tiny_shape_info, tmp_path):

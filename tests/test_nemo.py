@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_DIR, TINY_RUN_FLAGS, run_script
+from conftest import REPO_DIR, TINY_RUN_FLAGS, assert_losses_agree, run_summaries
 
 import tlbench.implementations.nemo
 import tlbench.implementations.nemo_graph
@@ -163,15 +163,8 @@ def test_missing_nemo_is_recorded_as_unavailable(tiny_shape_info, tmp_path, name
 
 
 def test_benchmark_run_agrees_with_torchaudio(backend, tiny_shape_info, tmp_path):
-    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path),
-             "--max-utterance-frames", "50"]
-    losses = {}
-    for name in ("torchaudio", "nemo"):
-        process = run_script(f"benchmark_{name}.py", flags)
-        assert process.returncode == 0, process.stderr[-2000:]
-        summary = json.load(open(os.path.join(tmp_path, f"{name}-2-tmax50", "summary.json")))
-        assert summary["status"] == "ok", summary.get("reason")
-        losses[name] = summary["loss_values"]
+    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--max-utterance-frames", "50"]
+    summaries = run_summaries(("torchaudio", "nemo"), flags, str(tmp_path), "-2-tmax50")
+    losses = {name: summary["loss_values"] for name, summary in summaries.items()}
     assert len(losses["nemo"]) == 2
-    for value, expected in zip(losses["nemo"], losses["torchaudio"]):
-        assert abs(value - expected) <= 1e-4 * abs(expected), losses
+    assert_losses_agree(losses)

@@ -6,13 +6,11 @@ and it needs the real k2 (scripts/setup.sh builds it): the tests that run the lo
 themselves without either. Its row without NeMo is tested with nemo's in tests/test_nemo.py.
 """
 
-import json
-import os
 import sys
 
 import pytest
 import torch
-from conftest import TINY_RUN_FLAGS, run_script
+from conftest import TINY_RUN_FLAGS, assert_losses_agree, run_summaries
 
 import tlbench.implementations.nemo_graph as nemo_graph
 
@@ -85,15 +83,10 @@ def test_a_wrong_target_changes_the_loss(backend):
 
 
 def test_benchmark_run_agrees_with_torchaudio(backend, tiny_shape_info, tmp_path):
-    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info, "--out-dir", str(tmp_path)]
-    losses = {}
-    for name in ("torchaudio", "nemo_graph"):
-        process = run_script(f"benchmark_{name}.py", flags)
-        assert process.returncode == 0, process.stderr[-2000:]
-        summary = json.load(open(os.path.join(tmp_path, f"{name}-2", "summary.json")))
-        assert summary["status"] == "ok", summary.get("reason")
-        losses[name] = summary["loss_values"]
+    flags = [*TINY_RUN_FLAGS, "--shape-info", tiny_shape_info]
+    summaries = run_summaries(("torchaudio", "nemo_graph"), flags, str(tmp_path), "-2")
+    summary = summaries["nemo_graph"]
     assert summary["backend"] == "nemo" and ", k2 " in summary["backend_version"]
+    losses = {name: summary["loss_values"] for name, summary in summaries.items()}
     assert len(losses["nemo_graph"]) == 2
-    for value, expected in zip(losses["nemo_graph"], losses["torchaudio"]):
-        assert abs(value - expected) <= 1e-4 * abs(expected), losses
+    assert_losses_agree(losses)
