@@ -13,7 +13,7 @@ echo "[test] lint-imports (pyproject.toml: tlbench's packages import only downwa
 "$venv/bin/lint-imports" --no-cache
 # The test files run in parallel (pytest-xdist), one file per worker at a time so that a file's
 # shared fixtures are built once; a worker per core, at most 8 (here: 11 min on 2 workers, 18 min
-# serially; 3 workers on 2 cores were no faster).
+# serially).
 workers="$(nproc)"
 [ "$workers" -le 8 ] || workers=8
 echo "[test] pytest on $workers workers (pytest-xdist, --dist loadfile)"

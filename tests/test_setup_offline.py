@@ -237,6 +237,9 @@ def test_system_torch_version_checks(tmp_path, wheelhouse):
         if ok:
             assert result.returncode == 0, output
             assert f"using the system's torch {version} (requirements.txt pins {pin}" in output
+            # offline with k2 left out of TLB_BUILDS: nothing is tried and the k2 rows' fallback is named
+            assert ("k2 not tried (offline install from a wheelhouse, k2 not in TLB_BUILDS); "
+                    "the k2 benchmarks use fast_rnnt") in output
         else:
             assert result.returncode == 1, output
             assert f"the system's torch is {version} but requirements.txt pins {pin}" in output
